@@ -1,0 +1,64 @@
+"""Select the Keras implementation that the library's layers and models use.
+
+TensorFlow Recommenders 0.7 imports only when `tf.keras` is Keras 2, which TensorFlow
+provides through the `tf_keras` package when `TF_USE_LEGACY_KERAS=1` is set before
+TensorFlow is imported. Every layer in this package subclasses the `Layer` class of the
+Keras that TensorFlow uses in this process, and writes its math once with `keras.ops`
+from the Keras 3 package. With the TensorFlow backend those ops take and return
+`tf.Tensor`s, so the same code runs inside Keras 3 layers and inside `tf_keras` layers.
+
+Attributes:
+    keras: the `keras` module in Keras 3 mode, the `tf_keras` module in Keras 2 mode.
+    ops: `keras.ops` from the Keras 3 package, used for all layer math.
+    IS_KERAS_2: True when the process runs in Keras 2 (`tf_keras`) mode.
+"""
+
+import os
+
+# TensorFlow reads the same variable with the same accepted values (tf.keras lazy loader).
+_LEGACY_KERAS_VALUES = ("1", "true", "True")
+
+
+def uses_legacy_keras() -> bool:
+    """Return True when `TF_USE_LEGACY_KERAS` selects Keras 2 (`tf_keras`)."""
+    return os.environ.get("TF_USE_LEGACY_KERAS", "") in _LEGACY_KERAS_VALUES
+
+
+IS_KERAS_2 = uses_legacy_keras()
+
+if IS_KERAS_2:
+    try:
+        import tf_keras as keras
+    except ImportError as error:
+        raise ImportError(
+            "TF_USE_LEGACY_KERAS=1 is set, so mtl_layers needs the `tf_keras` package, "
+            "which is not installed. Install it with `pip install tf-keras` at the "
+            "same release as `tensorflow`, or unset TF_USE_LEGACY_KERAS to use Keras 3."
+        ) from error
+
+    import keras as _keras3
+
+    if _keras3.backend.backend() != "tensorflow":
+        raise ImportError(
+            "TF_USE_LEGACY_KERAS=1 runs the layers inside `tf_keras`, which needs the "
+            "Keras 3 ops on the TensorFlow backend. Received: "
+            f"KERAS_BACKEND={_keras3.backend.backend()!r}. Unset KERAS_BACKEND or set "
+            "it to 'tensorflow'."
+        )
+    ops = _keras3.ops
+else:
+    import keras
+
+    ops = keras.ops
+
+
+def register_serializable(cls):
+    """Register `cls` with the active Keras so saved models reload by name."""
+    return keras.saving.register_keras_serializable(package="mtl_layers")(cls)
+
+
+def is_keras_tensor(value) -> bool:
+    """Return True for a symbolic tensor of the active Keras (a functional-model input)."""
+    if IS_KERAS_2:
+        return keras.backend.is_keras_tensor(value)
+    return isinstance(value, keras.KerasTensor)

@@ -1,0 +1,55 @@
+"""Argument checks shared by the layers, with messages in the Keras style."""
+
+import numbers
+
+
+def check_positive_int(name: str, value) -> int:
+    """Return `value` as an int, or raise ValueError unless it is an integer >= 1."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"`{name}` must be an integer >= 1. Received: {name}={value!r}")
+    return int(value)
+
+
+def check_rate(name: str, value) -> float:
+    """Return `value` as a float, or raise ValueError unless 0 <= value < 1."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= value < 1.0:
+        raise ValueError(
+            f"`{name}` must be a float in the range [0, 1). Received: {name}={value!r}"
+        )
+    return float(value)
+
+
+def check_non_negative(name: str, value) -> float:
+    """Return `value` as a float, or raise ValueError unless it is a finite number >= 0."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not value >= 0.0
+        or value == float("inf")
+    ):
+        raise ValueError(f"`{name}` must be a finite number >= 0. Received: {name}={value!r}")
+    return float(value)
+
+
+def check_units(name: str, value) -> tuple:
+    """Return `value` as a tuple of ints >= 1; an int means one layer."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        units = (value,)
+    elif isinstance(value, (list, tuple)):
+        units = tuple(value)
+    else:
+        raise ValueError(
+            f"`{name}` must be an integer or a non-empty list of integers >= 1. "
+            f"Received: {name}={value!r}"
+        )
+    if not units:
+        raise ValueError(
+            f"`{name}` must be an integer or a non-empty list of integers >= 1. "
+            f"Received: {name}={value!r}"
+        )
+    for size in units:
+        if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1:
+            raise ValueError(
+                f"Every entry of `{name}` must be an integer >= 1. Received: {name}={value!r}"
+            )
+    return tuple(int(size) for size in units)
