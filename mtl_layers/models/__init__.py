@@ -1,0 +1,18 @@
+"""Multi-task model builders that return Keras functional models."""
+
+from mtl_layers.models.features import FEATURE_KINDS, FeatureSpec, build_feature_inputs
+from mtl_layers.models.mmoe import mmoe, omoe
+from mtl_layers.models.ple import ple
+from mtl_layers.models.shared_bottom import shared_bottom
+from mtl_layers.models.towers import task_tower
+
+__all__ = [
+    "FEATURE_KINDS",
+    "FeatureSpec",
+    "build_feature_inputs",
+    "mmoe",
+    "omoe",
+    "ple",
+    "shared_bottom",
+    "task_tower",
+]
