@@ -1,0 +1,10 @@
+"""Export multi-task models for TF Serving."""
+
+from mtl_layers.export.saved_model import (
+    EXAMPLE_SIGNATURE,
+    SERVING_SIGNATURE,
+    export_saved_model,
+    next_version,
+)
+
+__all__ = ["EXAMPLE_SIGNATURE", "SERVING_SIGNATURE", "export_saved_model", "next_version"]
