@@ -1,0 +1,320 @@
+"""SequentialExpert: a bank of LSTM experts advanced together in one recurrent loop."""
+
+from mtl_layers.compat import keras, ops, register_serializable
+from mtl_layers.layers import _initializers, _validation
+
+# LSTM gate order in every kernel and bias, the same as `keras.layers.LSTM`: input, forget,
+# cell candidate, output.
+_NUM_GATES = 4
+
+
+@register_serializable
+class SequentialExpert(keras.layers.Layer):
+    """A bank of LSTM experts that all read the same sequence, in one recurrent loop.
+
+    This is the sequential expert of the Mixture of Sequential Experts (MoSE) model of
+    Qin et al., "Multitask Mixture of Sequential Experts for User Activity Streams",
+    KDD 2020: every expert is an LSTM over the shared-bottom sequence, and per-task gates
+    mix the experts at every time step (`TaskGate` accepts the time axis).
+
+    Each expert e is a standard LSTM (Hochreiter and Schmidhuber, 1997), with the gate
+    order and defaults of `keras.layers.LSTM`:
+
+        z_t = x_t W_e + h_{t-1} U_e + b_e = [z_i, z_f, z_c, z_o]
+        i = sigmoid(z_i), f = sigmoid(z_f), o = sigmoid(z_o)
+        c_t = f * c_{t-1} + i * tanh(z_c),    h_t = o * tanh(c_t)
+
+    All experts advance together: the input projections x_t W_e of every expert and every
+    gate are one matrix product over all time steps before the loop (one fused kernel of
+    `features x (num_experts * 4 * units)`), and inside the loop the recurrent products
+    h_{t-1} U_e are one batched matrix product over the expert axis. The cost per step is
+    that of one LSTM of `units` units times `num_experts` in the batch, not of `num_experts`
+    separate layers, and far less than one LSTM of `num_experts * units` units, whose
+    recurrent kernel would couple all experts.
+
+    Masking is exact. At a padded step every expert keeps its state and repeats its
+    previous output (zeros before the first valid step, as `keras.layers.LSTM` does), and
+    padded inputs are replaced by zeros before the projection, so they reach neither the
+    outputs nor the gradients. Left and right padding both work, and a row without any
+    valid step returns zeros.
+
+    Each expert's kernels are drawn independently (a seeded initializer gives expert e the
+    seed `seed + e`), so experts never start as copies of each other.
+
+    Args:
+        num_experts: Number of LSTM experts, an integer >= 1.
+        units: State size of each expert, an integer >= 1.
+        return_sequences: When True return every step's output, otherwise only the
+            output at the last valid step of each row.
+        activation: Cell and output activation. Defaults to `"tanh"`.
+        recurrent_activation: Gate activation. Defaults to `"sigmoid"`.
+        dropout: Rate in `[0, 1)` of the dropout on the inputs in training. One mask per
+            example and feature is drawn for the whole sequence and shared by all experts
+            and gates, because one fused projection serves them all.
+        recurrent_dropout: Rate in `[0, 1)` of the dropout on the recurrent state in
+            training. One mask per example, expert and unit is drawn for the whole
+            sequence and shared by the four gates.
+        use_bias: Whether the gates add a bias.
+        unit_forget_bias: When True the forget-gate bias starts at 1 (Jozefowicz et al.,
+            2015), as in `keras.layers.LSTM`.
+        kernel_initializer: Initializer of one expert's input kernel.
+        recurrent_initializer: Initializer of one expert's recurrent kernel.
+        bias_initializer: Initializer of the biases.
+        kernel_regularizer: Regularizer of all input kernels.
+        recurrent_regularizer: Regularizer of all recurrent kernels.
+        bias_regularizer: Regularizer of all biases.
+        **kwargs: Base layer keyword arguments such as `name` and `dtype`.
+
+    Call arguments:
+        inputs: `(batch_size, time, features)`.
+        mask: Optional `(batch_size, time)` boolean or 0/1 tensor, True at valid steps.
+            A mask attached by an earlier layer (for example `Embedding(mask_zero=True)`)
+            is used automatically.
+        training: Python boolean; dropout applies only in training.
+
+    Output shape:
+        `(batch_size, time, num_experts, units)` with `return_sequences=True`, otherwise
+        `(batch_size, num_experts, units)`. With `return_sequences=True` the layer passes
+        the mask on.
+
+    Example:
+
+    >>> import numpy as np
+    >>> import mtl_layers as mtl
+    >>> x = np.random.normal(size=(2, 5, 3)).astype("float32")
+    >>> mask = np.array([[1, 1, 1, 0, 0], [0, 1, 1, 1, 1]], bool)
+    >>> mtl.SequentialExpert(num_experts=4, units=8)(x, mask=mask).shape
+    TensorShape([2, 5, 4, 8])
+    """
+
+    def __init__(
+        self,
+        num_experts: int,
+        units: int,
+        return_sequences: bool = True,
+        activation="tanh",
+        recurrent_activation="sigmoid",
+        dropout: float = 0.0,
+        recurrent_dropout: float = 0.0,
+        use_bias: bool = True,
+        unit_forget_bias: bool = True,
+        kernel_initializer="glorot_uniform",
+        recurrent_initializer="orthogonal",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        recurrent_regularizer=None,
+        bias_regularizer=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.num_experts = _validation.check_positive_int("num_experts", num_experts)
+        self.units = _validation.check_positive_int("units", units)
+        self.return_sequences = bool(return_sequences)
+        self.activation = keras.activations.get(activation)
+        self.recurrent_activation = keras.activations.get(recurrent_activation)
+        self.dropout = _validation.check_rate("dropout", dropout)
+        self.recurrent_dropout = _validation.check_rate("recurrent_dropout", recurrent_dropout)
+        self.use_bias = bool(use_bias)
+        self.unit_forget_bias = bool(unit_forget_bias)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.recurrent_initializer = keras.initializers.get(recurrent_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self.recurrent_regularizer = keras.regularizers.get(recurrent_regularizer)
+        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
+        self.supports_masking = True
+
+        # Dropout sublayers draw the masks, so both Keras modes handle seeds and `training`.
+        # The input mask is constant over time (noise shape (batch, 1, features)).
+        self.input_dropout_layer = (
+            keras.layers.Dropout(self.dropout, noise_shape=(None, 1, None))
+            if self.dropout > 0
+            else None
+        )
+        self.recurrent_dropout_layer = (
+            keras.layers.Dropout(self.recurrent_dropout) if self.recurrent_dropout > 0 else None
+        )
+
+    def build(self, input_shape):
+        input_shape = tuple(input_shape)
+        if len(input_shape) != 3:
+            raise ValueError(
+                "SequentialExpert expects inputs of shape (batch_size, time, features). "
+                f"Received: input_shape={input_shape}. Add a time axis, for example with "
+                "`keras.ops.expand_dims(x, 1)`, or a feature axis with `expand_dims(x, -1)`."
+            )
+        input_dim = input_shape[-1]
+        if input_dim is None:
+            raise ValueError(
+                "The last axis (features) of the SequentialExpert input must be known when "
+                f"the layer is built. Received: input_shape={input_shape}."
+            )
+        gate_units = _NUM_GATES * self.units
+
+        # (features, num_experts, 4 * units): reshaping it to (features, num_experts * 4 *
+        # units) costs nothing, and column block e of that matrix is expert e's LSTM kernel.
+        self.kernel = self.add_weight(
+            name="kernel",
+            shape=(input_dim, self.num_experts, gate_units),
+            initializer=_initializers.stacked_initializer(
+                self.kernel_initializer, self.num_experts, axis=1
+            ),
+            regularizer=self.kernel_regularizer,
+        )
+        self.recurrent_kernel = self.add_weight(
+            name="recurrent_kernel",
+            shape=(self.num_experts, self.units, gate_units),
+            initializer=_initializers.stacked_initializer(
+                self.recurrent_initializer, self.num_experts
+            ),
+            regularizer=self.recurrent_regularizer,
+        )
+        if self.use_bias:
+            self.bias = self.add_weight(
+                name="bias",
+                shape=(self.num_experts, gate_units),
+                initializer=self._bias_initializer,
+                regularizer=self.bias_regularizer,
+            )
+        else:
+            self.bias = None
+        super().build(input_shape)
+
+    def _bias_initializer(self, shape, dtype=None):
+        num_experts, gate_units = shape
+        if not self.unit_forget_bias:
+            return self.bias_initializer(shape, dtype=dtype)
+        units = gate_units // _NUM_GATES
+        input_bias = self.bias_initializer((num_experts, units), dtype=dtype)
+        forget_bias = ops.ones((num_experts, units), dtype=dtype)
+        rest = self.bias_initializer((num_experts, 2 * units), dtype=dtype)
+        return ops.concatenate([input_bias, forget_bias, rest], axis=-1)
+
+    def call(self, inputs, mask=None, training=None):
+        input_dim = self.kernel.shape[0]
+        gate_units = _NUM_GATES * self.units
+        batch_size = ops.shape(inputs)[0]
+        time_steps = ops.shape(inputs)[1]
+
+        if mask is not None:
+            mask = self._check_mask(mask, inputs)
+            # Padded inputs never reach the projection, so even a NaN there changes nothing.
+            inputs = ops.where(ops.expand_dims(mask, -1), inputs, ops.zeros_like(inputs))
+        if self.input_dropout_layer is not None:
+            inputs = self.input_dropout_layer(inputs, training=training)
+
+        # x_t [W_1 | ... | W_E] (+ b) for every step, expert and gate in one matrix product,
+        # then laid out time-major and expert-major: (time, num_experts, batch, 4 * units).
+        fused_kernel = ops.reshape(self.kernel, (input_dim, self.num_experts * gate_units))
+        projections = ops.matmul(ops.reshape(inputs, (-1, input_dim)), fused_kernel)
+        projections = ops.reshape(
+            projections, (batch_size, time_steps, self.num_experts, gate_units)
+        )
+        if self.bias is not None:
+            projections = projections + self.bias
+        projections = ops.transpose(projections, (1, 2, 0, 3))
+
+        state_shape = (self.num_experts, batch_size, self.units)
+        recurrent_mask = None
+        if self.recurrent_dropout_layer is not None and training:
+            recurrent_mask = self.recurrent_dropout_layer(
+                ops.ones(state_shape, dtype=projections.dtype), training=training
+            )
+        recurrent_kernel = ops.cast(self.recurrent_kernel, projections.dtype)
+
+        if mask is not None:
+            # The mask travels as one more column of the projections, because the TensorFlow
+            # `ops.scan` of Keras 3.15 fails on several sequences with an unknown length.
+            step_mask = ops.cast(ops.transpose(mask), projections.dtype)
+            step_mask = ops.broadcast_to(
+                ops.reshape(step_mask, (time_steps, 1, batch_size, 1)),
+                (time_steps, self.num_experts, batch_size, 1),
+            )
+            projections = ops.concatenate([projections, step_mask], axis=-1)
+
+        def step(carry, step_inputs):
+            hidden, cell = carry
+            step_projection = step_inputs[..., :gate_units]
+            recurrent_input = hidden if recurrent_mask is None else hidden * recurrent_mask
+            # h_{t-1} U_e for all experts at once: (E, B, U) @ (E, U, 4U) -> (E, B, 4U).
+            gates = step_projection + ops.matmul(recurrent_input, recurrent_kernel)
+            input_gate, forget_gate, candidate, output_gate = ops.split(gates, _NUM_GATES, -1)
+            new_cell = self.recurrent_activation(forget_gate) * cell + self.recurrent_activation(
+                input_gate
+            ) * self.activation(candidate)
+            new_hidden = self.recurrent_activation(output_gate) * self.activation(new_cell)
+            if mask is not None:
+                # Padded step: keep the state (and so repeat the previous output).
+                keep = step_inputs[..., gate_units:] > 0.5
+                new_cell = ops.where(keep, new_cell, cell)
+                new_hidden = ops.where(keep, new_hidden, hidden)
+            # The TensorFlow `ops.scan` needs the per-step outputs to match the carry's
+            # structure, so the cell sequence is stacked too and then dropped.
+            return (new_hidden, new_cell), (new_hidden, new_cell)
+
+        initial_state = (
+            ops.zeros(state_shape, dtype=projections.dtype),
+            ops.zeros(state_shape, dtype=projections.dtype),
+        )
+        (last_hidden, _), (hidden_sequence, _) = ops.scan(step, initial_state, projections)
+
+        if self.return_sequences:
+            # (time, num_experts, batch, units) -> (batch, time, num_experts, units).
+            return ops.transpose(hidden_sequence, (2, 0, 1, 3))
+        return ops.transpose(last_hidden, (1, 0, 2))
+
+    def _check_mask(self, mask, inputs):
+        if len(mask.shape) != 2:
+            raise ValueError(
+                "The mask of SequentialExpert must have shape (batch_size, time). Received: "
+                f"mask shape={tuple(mask.shape)}, inputs shape={tuple(inputs.shape)}."
+            )
+        for axis in (0, 1):
+            mask_size, input_size = mask.shape[axis], inputs.shape[axis]
+            if mask_size is not None and input_size is not None and mask_size != input_size:
+                raise ValueError(
+                    f"Axis {axis} of the mask and of the inputs differ. Received: mask "
+                    f"shape={tuple(mask.shape)}, inputs shape={tuple(inputs.shape)}. The mask "
+                    "must have one entry per example and time step."
+                )
+        if mask.dtype != "bool":
+            mask = ops.not_equal(mask, 0)
+        return mask
+
+    def compute_mask(self, inputs, mask=None):
+        if self.return_sequences:
+            return mask
+        return None
+
+    def compute_output_shape(self, input_shape):
+        input_shape = tuple(input_shape)
+        if self.return_sequences:
+            return input_shape[:2] + (self.num_experts, self.units)
+        return (input_shape[0], self.num_experts, self.units)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "num_experts": self.num_experts,
+                "units": self.units,
+                "return_sequences": self.return_sequences,
+                "activation": keras.activations.serialize(self.activation),
+                "recurrent_activation": keras.activations.serialize(self.recurrent_activation),
+                "dropout": self.dropout,
+                "recurrent_dropout": self.recurrent_dropout,
+                "use_bias": self.use_bias,
+                "unit_forget_bias": self.unit_forget_bias,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "recurrent_initializer": keras.initializers.serialize(
+                    self.recurrent_initializer
+                ),
+                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+                "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
+                "recurrent_regularizer": keras.regularizers.serialize(
+                    self.recurrent_regularizer
+                ),
+                "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
+            }
+        )
+        return config
