@@ -6,9 +6,25 @@ in `mtl_layers.models`, data loaders in `mtl_layers.datasets`, TF Serving export
 """
 
 from mtl_layers import compat
-from mtl_layers.layers import ExpertBank, SequentialExpert, TaskGate
+from mtl_layers.layers import (
+    ExpertBank,
+    HyperGridDense,
+    SequentialExpert,
+    TaskEmbedding,
+    TaskGate,
+)
 from mtl_layers import models, tasks
 
 __version__ = "0.1.0"
 
-__all__ = ["ExpertBank", "SequentialExpert", "TaskGate", "compat", "models", "tasks", "__version__"]
+__all__ = [
+    "ExpertBank",
+    "HyperGridDense",
+    "SequentialExpert",
+    "TaskEmbedding",
+    "TaskGate",
+    "compat",
+    "models",
+    "tasks",
+    "__version__",
+]

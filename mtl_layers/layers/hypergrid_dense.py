@@ -1,0 +1,320 @@
+"""HyperGridDense: a Dense layer whose kernel is gated block-wise per example."""
+
+import numbers
+from typing import Sequence
+
+from mtl_layers.compat import keras, ops, register_serializable
+from mtl_layers.layers import _validation
+
+MODES = ("LG", "GL", "LL", "GG")
+
+
+def _check_block_shape(block_shape) -> tuple:
+    if (
+        not isinstance(block_shape, (list, tuple))
+        or len(block_shape) != 2
+        or any(
+            isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1
+            for size in block_shape
+        )
+    ):
+        raise ValueError(
+            "`block_shape` must be a pair of integers >= 1, (block_rows, block_cols). "
+            f"Received: block_shape={block_shape!r}"
+        )
+    return int(block_shape[0]), int(block_shape[1])
+
+
+def _fresh_initializer(initializer, name):
+    """Return a new copy of `initializer`, with its seed offset per weight when seeded.
+
+    Keras 3 and tf_keras return the same values from repeated calls of one initializer
+    object, so the row and column vectors would otherwise start equal.
+    """
+    config = initializer.get_config()
+    if isinstance(config.get("seed"), int):
+        config["seed"] += 1 if name.endswith("cols") else 0
+    return initializer.__class__.from_config(config)
+
+
+@register_serializable
+class HyperGridDense(keras.layers.Layer):
+    """A Dense layer whose kernel is gated by a task-conditioned grid of blocks.
+
+    HyperGrid (Tay et al., "HyperGrid Transformers: Towards A Single Model for Multiple
+    Tasks", ICLR 2021) lets one network serve many tasks by gating the weight matrix
+    W (features x units) of a dense layer per example. W is split into a grid of
+    `grid_rows x grid_cols` blocks of `block_shape = (block_rows, block_cols)`, and every
+    block is scaled by one gate value:
+
+        gate = sigmoid(r c^T)                      (grid_rows x grid_cols)
+        W'   = W * expand(gate)                    (each value repeated over its block)
+        y    = activation(x W' + b)
+
+    The row vector r (length grid_rows) and the column vector c (length grid_cols) are
+    each either "local", a linear projection of the example's `conditioning` vector
+    (for example a task embedding), or "global", a learned vector shared by all tasks:
+
+    - `"LG"`: local rows, global columns (the paper's grid-wise projection).
+    - `"GL"`: global rows, local columns (the paper's other orientation).
+    - `"LL"`: both local, so the gate depends on the task alone. Added here for
+      ablation; it is not one of the paper's two grid layouts.
+    - `"GG"`: both global, so the gate is the same for every example and the layer
+      reduces to a Dense layer with a reparametrised kernel. Added here for ablation;
+      `conditioning` is ignored and may be omitted.
+
+    The layer never forms a per-example kernel. With the input split into `grid_rows`
+    row blocks x_i, the output column block j is
+
+        y_j = sum_i gate[i, j] * (x_i W_ij),
+
+    so it computes the partial products x_i W_i of every row block (together the FLOPs of
+    one Dense layer), scales them by the gate and sums over i. The extra memory is one
+    `(batch, ..., grid_rows, units)` tensor. In `"GG"` mode the gate is folded into the
+    kernel once per call instead.
+
+    Args:
+        units: Output size, an integer >= 1.
+        block_shape: `(block_rows, block_cols)`, the size of one grid block. `block_rows`
+            must divide the input features and `block_cols` must divide `units`.
+        mode: One of `"LG"`, `"GL"`, `"LL"`, `"GG"` (see above). Defaults to `"LG"`.
+        activation: Activation of the output. None (default) means linear.
+        use_bias: Whether the layer adds a bias (not gated).
+        kernel_initializer: Initializer of the kernel W.
+        bias_initializer: Initializer of the bias.
+        local_initializer: Initializer of the kernels that project `conditioning` to the
+            local vectors.
+        global_initializer: Initializer of the global vectors. The default, ones, starts
+            each gate as sigmoid of the local value alone.
+        kernel_regularizer: Regularizer of the kernel W.
+        bias_regularizer: Regularizer of the bias.
+        **kwargs: Base layer keyword arguments such as `name` and `dtype`.
+
+    Call arguments:
+        inputs: `(batch_size, ..., features)`, a tensor of rank 2 or more.
+        conditioning: `(batch_size, conditioning_dim)`, one task representation per
+            example, shared by all positions of that example (for example the output of
+            `mtl.TaskEmbedding`). Optional only in `"GG"` mode.
+
+    Output shape:
+        `(batch_size, ..., units)`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> import mtl_layers as mtl
+    >>> tokens = np.random.normal(size=(2, 5, 16)).astype("float32")
+    >>> task = mtl.TaskEmbedding(num_tasks=3, output_dim=8)(np.array([0, 2]))
+    >>> layer = mtl.HyperGridDense(units=12, block_shape=(4, 3), mode="LG")
+    >>> layer(tokens, task).shape
+    TensorShape([2, 5, 12])
+    """
+
+    def __init__(
+        self,
+        units: int,
+        block_shape: Sequence[int] = (32, 32),
+        mode: str = "LG",
+        activation=None,
+        use_bias: bool = True,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        local_initializer="glorot_uniform",
+        global_initializer="ones",
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.units = _validation.check_positive_int("units", units)
+        self.block_shape = _check_block_shape(block_shape)
+        if mode not in MODES:
+            raise ValueError(f"`mode` must be one of {MODES}. Received: mode={mode!r}")
+        self.mode = mode
+        if self.units % self.block_shape[1]:
+            raise ValueError(
+                "The block columns must divide `units`. Received: "
+                f"block_shape={self.block_shape}, units={self.units}. Choose block_cols "
+                f"among the divisors of {self.units}."
+            )
+        self.activation = keras.activations.get(activation)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.local_initializer = keras.initializers.get(local_initializer)
+        self.global_initializer = keras.initializers.get(global_initializer)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
+        self.grid_cols = self.units // self.block_shape[1]
+        self.grid_rows = None
+        self.local_rows = None
+        self.local_cols = None
+        self.global_rows = None
+        self.global_cols = None
+
+    def build(self, inputs_shape, conditioning_shape=None):
+        inputs_shape = tuple(inputs_shape)
+        if len(inputs_shape) < 2 or inputs_shape[-1] is None:
+            raise ValueError(
+                "HyperGridDense expects inputs of shape (batch_size, ..., features) with "
+                f"rank >= 2 and known features. Received: inputs shape={inputs_shape}."
+            )
+        input_dim = inputs_shape[-1]
+        block_rows = self.block_shape[0]
+        if input_dim % block_rows:
+            raise ValueError(
+                "The block rows must divide the input features. Received: "
+                f"block_shape={self.block_shape}, inputs shape={inputs_shape} "
+                f"({input_dim} features). Choose block_rows among the divisors of "
+                f"{input_dim}."
+            )
+        self.grid_rows = input_dim // block_rows
+
+        self.kernel = self.add_weight(
+            name="kernel",
+            shape=(input_dim, self.units),
+            initializer=self.kernel_initializer,
+            regularizer=self.kernel_regularizer,
+        )
+        self.bias = None
+        if self.use_bias:
+            self.bias = self.add_weight(
+                name="bias",
+                shape=(self.units,),
+                initializer=self.bias_initializer,
+                regularizer=self.bias_regularizer,
+            )
+
+        # Local vectors are Dense sublayers over `conditioning`: tf_keras passes only the
+        # first argument's shape to build(), and a sublayer builds itself on first call.
+        rows_are_local, cols_are_local = self.mode[0] == "L", self.mode[1] == "L"
+        if rows_are_local:
+            self.local_rows = self._local_projection(self.grid_rows, "local_rows")
+        else:
+            self.global_rows = self._global_vector(self.grid_rows, "global_rows")
+        if cols_are_local:
+            self.local_cols = self._local_projection(self.grid_cols, "local_cols")
+        else:
+            self.global_cols = self._global_vector(self.grid_cols, "global_cols")
+        if conditioning_shape is not None and self.mode != "GG":
+            conditioning_shape = tuple(conditioning_shape)
+            self._check_conditioning_shape(inputs_shape, conditioning_shape)
+            for projection in (self.local_rows, self.local_cols):
+                if projection is not None:
+                    projection.build(conditioning_shape)
+        super().build(inputs_shape)
+
+    def _local_projection(self, size, name):
+        return keras.layers.Dense(
+            size,
+            kernel_initializer=_fresh_initializer(self.local_initializer, name),
+            dtype=self.dtype_policy,
+            name=name,
+        )
+
+    def _global_vector(self, size, name):
+        return self.add_weight(
+            name=name, shape=(size,), initializer=_fresh_initializer(self.global_initializer, name)
+        )
+
+    def _check_conditioning_shape(self, inputs_shape, conditioning_shape):
+        if len(conditioning_shape) != 2 or conditioning_shape[-1] is None:
+            raise ValueError(
+                "HyperGridDense expects `conditioning` of shape (batch_size, "
+                "conditioning_dim), one task representation per example, with a known "
+                f"last axis. Received: conditioning shape={conditioning_shape}. For integer "
+                "task ids, pass them through mtl.TaskEmbedding first."
+            )
+        batch, conditioning_batch = inputs_shape[0], conditioning_shape[0]
+        if batch is not None and conditioning_batch is not None and batch != conditioning_batch:
+            raise ValueError(
+                "`inputs` and `conditioning` must have the same batch size. Received: "
+                f"inputs shape={inputs_shape}, conditioning shape={conditioning_shape}."
+            )
+
+    def compute_gate(self, conditioning=None):
+        """Return the block gate sigmoid(r c^T).
+
+        The shape is `(batch_size, grid_rows, grid_cols)`, or `(grid_rows, grid_cols)` in
+        `"GG"` mode, where the gate does not depend on the example.
+        """
+        if self.mode == "GG":
+            return ops.sigmoid(ops.outer(self.global_rows, self.global_cols))
+        if conditioning is None:
+            raise ValueError(
+                f"HyperGridDense in mode {self.mode!r} needs `conditioning`, a "
+                "(batch_size, conditioning_dim) task representation. Received: "
+                "conditioning=None. Call the layer as layer(inputs, conditioning)."
+            )
+        rows = self.local_rows(conditioning) if self.local_rows is not None else None
+        cols = self.local_cols(conditioning) if self.local_cols is not None else None
+        if rows is None:
+            rows = ops.broadcast_to(self.global_rows, (ops.shape(cols)[0], self.grid_rows))
+        if cols is None:
+            cols = ops.broadcast_to(self.global_cols, (ops.shape(rows)[0], self.grid_cols))
+        # gate[b] = sigmoid(r_b c_b^T), one value per block of the kernel.
+        return ops.sigmoid(ops.expand_dims(rows, 2) * ops.expand_dims(cols, 1))
+
+    def call(self, inputs, conditioning=None):
+        if self.mode == "GG":
+            outputs = self._call_global(inputs)
+        else:
+            projection = self.local_rows if self.local_rows is not None else self.local_cols
+            if conditioning is not None and not projection.built:
+                # tf_keras reaches this point without having seen the conditioning shape.
+                self._check_conditioning_shape(tuple(inputs.shape), tuple(conditioning.shape))
+            outputs = self._call_local(inputs, self.compute_gate(conditioning))
+        if self.use_bias:
+            outputs = outputs + self.bias
+        if self.activation is not None:
+            outputs = self.activation(outputs)
+        return outputs
+
+    def _call_global(self, inputs):
+        # W' = W * expand(gate): the gate is shared by all examples, so fold it in once.
+        block_rows, block_cols = self.block_shape
+        gate = ops.repeat(ops.repeat(self.compute_gate(), block_rows, axis=0), block_cols, axis=1)
+        return ops.matmul(inputs, self.kernel * ops.cast(gate, self.kernel.dtype))
+
+    def _call_local(self, inputs, gate):
+        block_rows, block_cols = self.block_shape
+        input_shape = ops.shape(inputs)
+        batch_size = input_shape[0]
+
+        # Partial products of every row block, p_i = x_i W_i: (batch, positions, rows, units).
+        blocks = ops.reshape(inputs, (batch_size, -1, self.grid_rows, block_rows))
+        kernel_blocks = ops.reshape(self.kernel, (self.grid_rows, block_rows, self.units))
+        partial = ops.einsum("btri,riu->btru", blocks, kernel_blocks)
+
+        # y_j = sum_i gate[i, j] * p_ij, with p_ij the column block j of p_i.
+        partial = ops.reshape(
+            partial, (batch_size, -1, self.grid_rows, self.grid_cols, block_cols)
+        )
+        gate = ops.cast(gate, partial.dtype)
+        weighted = partial * ops.reshape(gate, (-1, 1, self.grid_rows, self.grid_cols, 1))
+        outputs = ops.sum(weighted, axis=2)
+        if len(inputs.shape) == 2:
+            return ops.reshape(outputs, (batch_size, self.units))
+        return ops.reshape(outputs, tuple(input_shape[:-1]) + (self.units,))
+
+    def compute_output_shape(self, inputs_shape, conditioning_shape=None):
+        return tuple(inputs_shape)[:-1] + (self.units,)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "units": self.units,
+                "block_shape": list(self.block_shape),
+                "mode": self.mode,
+                "activation": keras.activations.serialize(self.activation),
+                "use_bias": self.use_bias,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+                "local_initializer": keras.initializers.serialize(self.local_initializer),
+                "global_initializer": keras.initializers.serialize(self.global_initializer),
+                "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
+                "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
+            }
+        )
+        return config

@@ -1,0 +1,87 @@
+"""TaskEmbedding: a learned vector per task, looked up from integer task ids."""
+
+from mtl_layers.compat import keras, ops, register_serializable
+from mtl_layers.layers import _validation
+
+
+@register_serializable
+class TaskEmbedding(keras.layers.Layer):
+    """Map integer task ids to learned task vectors.
+
+    The output is the per-example task representation that `HyperGridDense` takes as
+    `conditioning`. It is an embedding table of shape `(num_tasks, output_dim)`.
+
+    Args:
+        num_tasks: Number of tasks, an integer >= 1. Valid ids are `0 .. num_tasks - 1`.
+        output_dim: Size of a task vector, an integer >= 1.
+        embeddings_initializer: Initializer of the table.
+        embeddings_regularizer: Regularizer of the table.
+        **kwargs: Base layer keyword arguments such as `name` and `dtype`.
+
+    Input shape:
+        Integer task ids of shape `(batch_size,)` or `(batch_size, 1)`.
+
+    Output shape:
+        `(batch_size, output_dim)`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> import mtl_layers as mtl
+    >>> mtl.TaskEmbedding(num_tasks=3, output_dim=4)(np.array([0, 2, 1])).shape
+    TensorShape([3, 4])
+    """
+
+    def __init__(
+        self,
+        num_tasks: int,
+        output_dim: int,
+        embeddings_initializer="uniform",
+        embeddings_regularizer=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.num_tasks = _validation.check_positive_int("num_tasks", num_tasks)
+        self.output_dim = _validation.check_positive_int("output_dim", output_dim)
+        self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
+        self.embeddings_regularizer = keras.regularizers.get(embeddings_regularizer)
+
+    def build(self, input_shape):
+        input_shape = tuple(input_shape)
+        if not (len(input_shape) == 1 or (len(input_shape) == 2 and input_shape[1] == 1)):
+            raise ValueError(
+                "TaskEmbedding expects one integer task id per example, of shape "
+                f"(batch_size,) or (batch_size, 1). Received: input shape={input_shape}."
+            )
+        self.embeddings = self.add_weight(
+            name="embeddings",
+            shape=(self.num_tasks, self.output_dim),
+            initializer=self.embeddings_initializer,
+            regularizer=self.embeddings_regularizer,
+        )
+        super().build(input_shape)
+
+    def call(self, task_ids):
+        task_ids = ops.reshape(ops.cast(task_ids, "int32"), (-1,))
+        # NOTE: an id outside [0, num_tasks) raises InvalidArgumentError on CPU, but
+        # TensorFlow's gather returns zeros for it on GPU.
+        return ops.take(self.embeddings, task_ids, axis=0)
+
+    def compute_output_shape(self, input_shape):
+        return (tuple(input_shape)[0], self.output_dim)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "num_tasks": self.num_tasks,
+                "output_dim": self.output_dim,
+                "embeddings_initializer": keras.initializers.serialize(
+                    self.embeddings_initializer
+                ),
+                "embeddings_regularizer": keras.regularizers.serialize(
+                    self.embeddings_regularizer
+                ),
+            }
+        )
+        return config

@@ -1,0 +1,270 @@
+"""Tests of HyperGridDense and TaskEmbedding against naive per-example references."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import mtl_layers as mtl
+from mtl_layers.compat import keras
+
+MODES = ("LG", "GL", "LL", "GG")
+
+
+def _sigmoid(values):
+    return 1.0 / (1.0 + np.exp(-values))
+
+
+def _naive_outputs(layer, inputs, conditioning):
+    """Build every example's gated kernel explicitly and apply it (the slow reference)."""
+    kernel = layer.kernel.numpy()
+    block_rows, block_cols = layer.block_shape
+    grid_rows, grid_cols = kernel.shape[0] // block_rows, kernel.shape[1] // block_cols
+    outputs = []
+    for example in range(inputs.shape[0]):
+        if layer.local_rows is not None:
+            local_kernel, local_bias = (w.numpy() for w in layer.local_rows.weights)
+            rows = conditioning[example] @ local_kernel + local_bias
+        else:
+            rows = layer.global_rows.numpy()
+        if layer.local_cols is not None:
+            local_kernel, local_bias = (w.numpy() for w in layer.local_cols.weights)
+            cols = conditioning[example] @ local_kernel + local_bias
+        else:
+            cols = layer.global_cols.numpy()
+        gate = _sigmoid(np.outer(rows, cols))
+        assert gate.shape == (grid_rows, grid_cols)
+        gated_kernel = kernel * np.kron(gate, np.ones((block_rows, block_cols)))
+        outputs.append(inputs[example] @ gated_kernel + layer.bias.numpy())
+    return np.stack(outputs)
+
+
+def _random(shape, seed):
+    return np.random.default_rng(seed).normal(size=shape).astype("float32")
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("input_shape", [(4, 12), (4, 3, 12)])
+def test_matches_naive_reference(mode, input_shape):
+    inputs = _random(input_shape, 0)
+    conditioning = _random((4, 5), 1)
+    layer = mtl.HyperGridDense(
+        units=6,
+        block_shape=(4, 2),
+        mode=mode,
+        bias_initializer="random_normal",
+        global_initializer="random_normal",
+    )
+    outputs = layer(inputs, conditioning).numpy()
+    expected = _naive_outputs(layer, inputs, conditioning)
+    assert outputs.shape == input_shape[:-1] + (6,)
+    np.testing.assert_allclose(outputs, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_gate_differs_between_tasks():
+    layer = mtl.HyperGridDense(units=4, block_shape=(2, 2), mode="LG")
+    conditioning = _random((2, 3), 2)
+    layer(_random((2, 4), 3), conditioning)
+    gate = layer.compute_gate(conditioning).numpy()
+    assert gate.shape == (2, 2, 2)
+    assert np.abs(gate[0] - gate[1]).max() > 1e-3
+
+
+def test_one_block_per_matrix_scales_whole_kernel():
+    # A single block makes the gate a scalar per example: y = sigmoid(r c) * x W + b.
+    layer = mtl.HyperGridDense(units=3, block_shape=(4, 3), mode="LG", use_bias=False)
+    inputs, conditioning = _random((2, 4), 4), _random((2, 2), 5)
+    outputs = layer(inputs, conditioning).numpy()
+    gate = layer.compute_gate(conditioning).numpy().reshape(2, 1)
+    np.testing.assert_allclose(outputs, gate * (inputs @ layer.kernel.numpy()), rtol=1e-5)
+
+
+def test_activation_is_applied():
+    layer = mtl.HyperGridDense(units=4, block_shape=(2, 2), activation="relu")
+    outputs = layer(_random((8, 4), 6), _random((8, 3), 7)).numpy()
+    assert outputs.min() >= 0.0
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_gradients_reach_every_weight(mode):
+    layer = mtl.HyperGridDense(units=4, block_shape=(2, 2), mode=mode)
+    inputs = tf.constant(_random((3, 2, 4), 8))
+    conditioning = tf.constant(_random((3, 5), 9))
+    layer(inputs, conditioning)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(tf.square(layer(inputs, conditioning) - 1.0))
+    gradients = tape.gradient(loss, layer.trainable_weights)
+    expected_count = {"LG": 5, "GL": 5, "LL": 6, "GG": 4}[mode]
+    assert len(layer.trainable_weights) == expected_count
+    for weight, gradient in zip(layer.trainable_weights, gradients):
+        assert gradient is not None, weight.name
+        assert np.abs(gradient.numpy()).max() > 0, weight.name
+
+
+def test_global_mode_ignores_conditioning():
+    layer = mtl.HyperGridDense(units=4, block_shape=(2, 2), mode="GG")
+    inputs = _random((3, 4), 10)
+    without = layer(inputs).numpy()
+    with_conditioning = layer(inputs, _random((3, 2), 11)).numpy()
+    np.testing.assert_allclose(without, with_conditioning)
+
+
+@pytest.mark.parametrize(
+    "block_shape", [(4,), (0, 2), (2, -1), (2.0, 2), "2x2", (True, 2), None]
+)
+def test_invalid_block_shape_rejected(block_shape):
+    with pytest.raises(ValueError, match="block_shape"):
+        mtl.HyperGridDense(units=4, block_shape=block_shape)
+
+
+def test_block_cols_must_divide_units():
+    with pytest.raises(ValueError, match="block columns must divide `units`"):
+        mtl.HyperGridDense(units=6, block_shape=(2, 4))
+
+
+def test_block_rows_must_divide_features():
+    layer = mtl.HyperGridDense(units=4, block_shape=(3, 2))
+    with pytest.raises(ValueError, match="block rows must divide the input features"):
+        layer(_random((2, 8), 12), _random((2, 3), 13))
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        ({"units": 0}, "units"),
+        ({"units": 4, "mode": "lg"}, "mode"),
+        ({"units": 4, "mode": "LGL"}, "mode"),
+    ],
+)
+def test_invalid_arguments_rejected(arguments, message):
+    with pytest.raises(ValueError, match=message):
+        mtl.HyperGridDense(block_shape=(2, 2), **arguments)
+
+
+def test_missing_conditioning_rejected():
+    layer = mtl.HyperGridDense(units=4, block_shape=(2, 2), mode="GL")
+    with pytest.raises(ValueError, match="needs `conditioning`"):
+        layer(_random((2, 4), 14))
+
+
+def test_conditioning_with_time_axis_rejected():
+    layer = mtl.HyperGridDense(units=4, block_shape=(2, 2))
+    with pytest.raises(ValueError, match="conditioning_dim"):
+        layer(_random((2, 3, 4), 15), _random((2, 3, 5), 16))
+
+
+def test_conditioning_batch_mismatch_rejected():
+    layer = mtl.HyperGridDense(units=4, block_shape=(2, 2))
+    with pytest.raises(ValueError, match="same batch size"):
+        layer(_random((2, 4), 17), _random((3, 5), 18))
+
+
+def test_config_round_trip():
+    layer = mtl.HyperGridDense(
+        units=8,
+        block_shape=(4, 2),
+        mode="GL",
+        activation="gelu",
+        use_bias=False,
+        kernel_regularizer="l2",
+        name="grid",
+    )
+    config = layer.get_config()
+    clone = mtl.HyperGridDense.from_config(config)
+    assert clone.get_config() == config
+    assert config["block_shape"] == [4, 2]
+    assert config["mode"] == "GL"
+
+
+def _tiny_model(mode="LG"):
+    tokens = keras.Input((3, 8), name="tokens")
+    task_id = keras.Input((), dtype="int32", name="task_id")
+    task_vector = mtl.TaskEmbedding(num_tasks=3, output_dim=4)(task_id)
+    hidden = mtl.HyperGridDense(units=6, block_shape=(4, 3), mode=mode)(tokens, task_vector)
+    return keras.Model({"tokens": tokens, "task_id": task_id}, hidden)
+
+
+def _tiny_batch():
+    return {"tokens": _random((4, 3, 8), 19), "task_id": np.array([0, 1, 2, 1], "int32")}
+
+
+@pytest.mark.parametrize("mode", ["LG", "GL"])
+def test_keras_file_reloads(tmp_path, mode):
+    model = _tiny_model(mode)
+    batch = _tiny_batch()
+    expected = model.predict_on_batch(batch)
+    path = tmp_path / "hypergrid.keras"
+    model.save(path)
+    reloaded = keras.models.load_model(path)
+    np.testing.assert_allclose(reloaded.predict_on_batch(batch), expected, rtol=1e-6)
+
+
+def test_saved_model_export_with_task_id(tmp_path):
+    model = _tiny_model()
+    batch = _tiny_batch()
+    expected = model.predict_on_batch(batch)
+
+    module = tf.Module()
+    module.model = model
+    module.serve = tf.function(
+        lambda tokens, task_id: {"outputs": model({"tokens": tokens, "task_id": task_id})},
+        input_signature=[
+            tf.TensorSpec((None, 3, 8), tf.float32, name="tokens"),
+            tf.TensorSpec((None,), tf.int32, name="task_id"),
+        ],
+    )
+    tf.saved_model.save(module, str(tmp_path), signatures={"serving_default": module.serve})
+
+    signature = tf.saved_model.load(str(tmp_path)).signatures["serving_default"]
+    served = signature(tokens=tf.constant(batch["tokens"]), task_id=tf.constant(batch["task_id"]))
+    np.testing.assert_allclose(served["outputs"].numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+def _fit_two_scale_tasks(use_hypergrid):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8,))
+    task_id = keras.Input((), dtype="int32")
+    if use_hypergrid:
+        task_vector = mtl.TaskEmbedding(num_tasks=2, output_dim=4)(task_id)
+        layer = mtl.HyperGridDense(units=1, block_shape=(1, 1), mode="LG")
+        outputs = layer(inputs, task_vector)
+    else:
+        outputs = keras.layers.Dense(1)(inputs)
+    model = keras.Model([inputs, task_id], outputs)
+    model.compile(keras.optimizers.Adam(0.05), "mse")
+    features = np.abs(_random((256, 8), 20))
+    tasks = np.arange(256, dtype="int32") % 2
+    targets = np.where(tasks == 0, 1.0, 0.1) * features.sum(axis=1)
+    history = model.fit([features, tasks], targets, epochs=60, batch_size=32, verbose=0)
+    return history.history["loss"][-1]
+
+
+def test_gate_fits_task_specific_scales():
+    # Task 1's target is 0.1 times task 0's for the same inputs. A Dense layer can only fit
+    # their average, while the task-conditioned gate can scale the kernel per task.
+    hypergrid_loss = _fit_two_scale_tasks(use_hypergrid=True)
+    dense_loss = _fit_two_scale_tasks(use_hypergrid=False)
+    assert hypergrid_loss < 0.1 * dense_loss
+
+
+def test_task_embedding_looks_up_rows():
+    layer = mtl.TaskEmbedding(num_tasks=3, output_dim=4)
+    vectors = layer(np.array([[2], [0], [2]], "int32")).numpy()
+    table = layer.embeddings.numpy()
+    np.testing.assert_allclose(vectors, table[[2, 0, 2]])
+
+
+def test_task_embedding_rejects_sequences():
+    with pytest.raises(ValueError, match="one integer task id per example"):
+        mtl.TaskEmbedding(num_tasks=3, output_dim=4)(np.zeros((2, 3), "int32"))
+
+
+@pytest.mark.parametrize("arguments", [{"num_tasks": 0, "output_dim": 2}, {"num_tasks": 2, "output_dim": 0}])
+def test_task_embedding_invalid_sizes_rejected(arguments):
+    with pytest.raises(ValueError, match="must be an integer >= 1"):
+        mtl.TaskEmbedding(**arguments)
+
+
+def test_task_embedding_config_round_trip():
+    layer = mtl.TaskEmbedding(num_tasks=5, output_dim=3, name="tasks")
+    config = layer.get_config()
+    assert mtl.TaskEmbedding.from_config(config).get_config() == config
