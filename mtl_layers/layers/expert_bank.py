@@ -112,7 +112,9 @@ class ExpertBank(keras.layers.Layer):
                 self.add_weight(
                     name="bias_0",
                     shape=(self.num_experts, first_units),
-                    initializer=self.bias_initializer,
+                    initializer=_initializers.stacked_initializer(
+                        self.bias_initializer, self.num_experts
+                    ),
                     regularizer=self.bias_regularizer,
                 )
             )
@@ -135,7 +137,9 @@ class ExpertBank(keras.layers.Layer):
                     self.add_weight(
                         name=f"bias_{depth}",
                         shape=(self.num_experts, self.units[depth]),
-                        initializer=self.bias_initializer,
+                        initializer=_initializers.stacked_initializer(
+                            self.bias_initializer, self.num_experts
+                        ),
                         regularizer=self.bias_regularizer,
                     )
                 )
