@@ -1,6 +1,7 @@
 """Multi-task model builders that return Keras functional models."""
 
 from mtl_layers.models.features import FEATURE_KINDS, FeatureSpec, build_feature_inputs
+from mtl_layers.models.hypergrid_transformer import hypergrid_transformer
 from mtl_layers.models.mmoe import mmoe, omoe
 from mtl_layers.models.ple import ple
 from mtl_layers.models.shared_bottom import shared_bottom
@@ -10,6 +11,7 @@ __all__ = [
     "FEATURE_KINDS",
     "FeatureSpec",
     "build_feature_inputs",
+    "hypergrid_transformer",
     "mmoe",
     "omoe",
     "ple",

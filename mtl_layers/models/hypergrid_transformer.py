@@ -1,0 +1,319 @@
+"""A small encoder transformer whose feed-forward output projections are HyperGridDense."""
+
+from typing import Optional, Sequence
+
+from mtl_layers.compat import IS_KERAS_2, keras, ops, register_serializable
+from mtl_layers.layers import HyperGridDense, TaskEmbedding, _validation
+from mtl_layers.models.towers import task_tower
+from mtl_layers.tasks import TaskSpec, check_tasks
+
+FEED_FORWARD_KINDS = ("hypergrid", "dense")
+CONDITIONING_SOURCES = ("task_embedding", "prefix")
+PAD_ID = 0
+
+
+@register_serializable
+class TaskPrefixEmbedding(keras.layers.Layer):
+    """Embed token ids and positions, and put a learned task token in front.
+
+    Returns `(hidden, mask)`: `hidden` of shape `(batch, 1 + sequence_length, d_model)`
+    whose position 0 is the task token of each example's task, and `mask` of shape
+    `(batch, 1 + sequence_length)`, 1.0 for the task token and every non-padding token.
+    Token id 0 is padding.
+    """
+
+    def __init__(self, vocab_size, sequence_length, d_model, num_tasks, **kwargs):
+        super().__init__(**kwargs)
+        self.vocab_size = _validation.check_positive_int("vocab_size", vocab_size)
+        self.sequence_length = _validation.check_positive_int("sequence_length", sequence_length)
+        self.d_model = _validation.check_positive_int("d_model", d_model)
+        self.num_tasks = _validation.check_positive_int("num_tasks", num_tasks)
+        self.token_embedding = keras.layers.Embedding(vocab_size, d_model, name="tokens")
+        self.position_embedding = keras.layers.Embedding(
+            sequence_length + 1, d_model, name="positions"
+        )
+        self.task_embedding = TaskEmbedding(num_tasks, d_model, name="task_prefix")
+
+    def build(self, token_ids_shape, task_ids_shape=None):
+        # Keras 3 reloads a saved model through build(), so it creates the sublayers' state.
+        batch = tuple(token_ids_shape)[0]
+        self.token_embedding.build(tuple(token_ids_shape))
+        self.position_embedding.build((self.sequence_length + 1,))
+        self.task_embedding.build((batch,))
+        super().build(token_ids_shape)
+
+    def call(self, token_ids, task_ids):
+        token_ids = ops.cast(token_ids, "int32")
+        tokens = self.token_embedding(token_ids)
+        prefix = ops.expand_dims(self.task_embedding(task_ids), 1)
+        hidden = ops.concatenate([ops.cast(prefix, tokens.dtype), tokens], axis=1)
+        positions = self.position_embedding(ops.arange(self.sequence_length + 1))
+        hidden = hidden + ops.cast(positions, hidden.dtype)
+        token_mask = ops.cast(ops.not_equal(token_ids, PAD_ID), "float32")
+        mask = ops.concatenate([ops.ones_like(token_mask[:, :1]), token_mask], axis=1)
+        return hidden, mask
+
+    def compute_output_shape(self, token_ids_shape, task_ids_shape=None):
+        batch = tuple(token_ids_shape)[0]
+        return (batch, self.sequence_length + 1, self.d_model), (batch, self.sequence_length + 1)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "vocab_size": self.vocab_size,
+                "sequence_length": self.sequence_length,
+                "d_model": self.d_model,
+                "num_tasks": self.num_tasks,
+            }
+        )
+        return config
+
+
+@register_serializable
+class HyperGridEncoderBlock(keras.layers.Layer):
+    """One pre-layer-norm transformer encoder block with a task-gated feed-forward part.
+
+        h = h + Dropout(MultiHeadAttention(LN(h)))
+        z = LN(h)
+        h = h + Dropout(W_out(activation(W_in z), conditioning))
+
+    `W_out` is a `HyperGridDense` (`feed_forward="hypergrid"`), as HyperGrid gates the
+    second projection of each feed-forward block, or a plain `Dense`
+    (`feed_forward="dense"`, the vanilla baseline). With `conditioning_source="prefix"`
+    the conditioning is z at position 0, the task token; with `"task_embedding"` it is
+    the `conditioning` argument.
+
+    Call arguments:
+        hidden: `(batch, positions, d_model)`.
+        mask: `(batch, positions)`, 1.0 for positions that attention may read.
+        conditioning: `(batch, conditioning_dim)`, used with
+            `conditioning_source="task_embedding"` and a HyperGrid feed-forward part.
+    """
+
+    def __init__(
+        self,
+        d_model,
+        num_heads,
+        d_ff,
+        feed_forward="hypergrid",
+        mode="LG",
+        block_shape=(16, 16),
+        conditioning_source="task_embedding",
+        dropout=0.1,
+        activation="gelu",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.d_model = _validation.check_positive_int("d_model", d_model)
+        self.num_heads = _validation.check_positive_int("num_heads", num_heads)
+        self.d_ff = _validation.check_positive_int("d_ff", d_ff)
+        if self.d_model % self.num_heads:
+            raise ValueError(
+                "`num_heads` must divide `d_model`. Received: "
+                f"d_model={d_model}, num_heads={num_heads}."
+            )
+        if feed_forward not in FEED_FORWARD_KINDS:
+            raise ValueError(
+                f"`feed_forward` must be one of {FEED_FORWARD_KINDS}. "
+                f"Received: feed_forward={feed_forward!r}"
+            )
+        if conditioning_source not in CONDITIONING_SOURCES:
+            raise ValueError(
+                f"`conditioning_source` must be one of {CONDITIONING_SOURCES}. "
+                f"Received: conditioning_source={conditioning_source!r}"
+            )
+        self.feed_forward = feed_forward
+        self.mode = mode
+        self.block_shape = tuple(block_shape)
+        self.conditioning_source = conditioning_source
+        self.dropout = _validation.check_rate("dropout", dropout)
+        self.activation = activation
+
+        self.attention_norm = keras.layers.LayerNormalization(epsilon=1e-6, name="attention_norm")
+        self.attention = keras.layers.MultiHeadAttention(
+            num_heads, self.d_model // self.num_heads, dropout=self.dropout, name="attention"
+        )
+        self.feed_forward_norm = keras.layers.LayerNormalization(
+            epsilon=1e-6, name="feed_forward_norm"
+        )
+        self.feed_forward_in = keras.layers.Dense(d_ff, activation=activation, name="ff_in")
+        if feed_forward == "hypergrid":
+            self.feed_forward_out = HyperGridDense(
+                d_model, block_shape=block_shape, mode=mode, name="ff_out"
+            )
+        else:
+            self.feed_forward_out = keras.layers.Dense(d_model, name="ff_out")
+        self.dropout_layer = keras.layers.Dropout(self.dropout)
+
+    def build(self, hidden_shape, mask_shape=None, conditioning_shape=None):
+        # Keras 3 reloads a saved model through build(), so it creates the sublayers' state.
+        # tf_keras passes only hidden_shape and builds the remaining sublayers on first call.
+        hidden_shape = tuple(hidden_shape)
+        inner_shape = hidden_shape[:-1] + (self.d_ff,)
+        self.attention_norm.build(hidden_shape)
+        if not IS_KERAS_2:
+            self.attention.build(hidden_shape, hidden_shape)
+        self.feed_forward_norm.build(hidden_shape)
+        self.feed_forward_in.build(hidden_shape)
+        if self.feed_forward == "dense":
+            self.feed_forward_out.build(inner_shape)
+        elif self.conditioning_source == "prefix":
+            self.feed_forward_out.build(inner_shape, (hidden_shape[0], self.d_model))
+        elif conditioning_shape is not None:
+            self.feed_forward_out.build(inner_shape, tuple(conditioning_shape))
+        super().build(hidden_shape)
+
+    def call(self, hidden, mask, conditioning=None, training=None):
+        # Every query may read every position whose mask is 1: (batch, positions, positions).
+        positions = ops.shape(hidden)[1]
+        attention_mask = ops.repeat(ops.expand_dims(ops.cast(mask, "bool"), 1), positions, axis=1)
+        normed = self.attention_norm(hidden)
+        attended = self.attention(
+            normed, normed, attention_mask=attention_mask, training=training
+        )
+        hidden = hidden + self.dropout_layer(attended, training=training)
+
+        normed = self.feed_forward_norm(hidden)
+        inner = self.feed_forward_in(normed)
+        if self.feed_forward == "dense":
+            outer = self.feed_forward_out(inner)
+        else:
+            if self.conditioning_source == "prefix":
+                conditioning = normed[:, 0, :]
+            outer = self.feed_forward_out(inner, conditioning)
+        return hidden + self.dropout_layer(outer, training=training)
+
+    def compute_output_shape(self, hidden_shape, mask_shape=None, conditioning_shape=None):
+        return tuple(hidden_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "d_model": self.d_model,
+                "num_heads": self.num_heads,
+                "d_ff": self.d_ff,
+                "feed_forward": self.feed_forward,
+                "mode": self.mode,
+                "block_shape": list(self.block_shape),
+                "conditioning_source": self.conditioning_source,
+                "dropout": self.dropout,
+                "activation": self.activation,
+            }
+        )
+        return config
+
+
+@register_serializable
+class MaskedMeanPooling(keras.layers.Layer):
+    """Average `(batch, positions, features)` over the positions whose mask is 1."""
+
+    def call(self, hidden, mask):
+        weights = ops.expand_dims(ops.cast(mask, hidden.dtype), -1)
+        return ops.sum(hidden * weights, axis=1) / ops.maximum(ops.sum(weights, axis=1), 1.0)
+
+    def compute_output_shape(self, hidden_shape, mask_shape=None):
+        hidden_shape = tuple(hidden_shape)
+        return (hidden_shape[0], hidden_shape[-1])
+
+
+def hypergrid_transformer(
+    tasks: Sequence[TaskSpec],
+    vocab_size: int,
+    sequence_length: int,
+    d_model: int = 64,
+    num_heads: int = 4,
+    d_ff: int = 128,
+    num_layers: int = 2,
+    feed_forward: str = "hypergrid",
+    mode: str = "LG",
+    block_shape: Sequence[int] = (16, 16),
+    conditioning_source: str = "task_embedding",
+    dropout: float = 0.1,
+    tower_dropout: float = 0.0,
+    name: Optional[str] = "hypergrid_transformer",
+):
+    """Build an encoder transformer for many text tasks with one output per task.
+
+    HyperGrid Transformers (Tay et al., "HyperGrid Transformers: Towards A Single Model
+    for Multiple Tasks", ICLR 2021): every example carries its task, the second
+    projection of each feed-forward block is a `HyperGridDense` gated by the task, and
+    each task reads a pooled representation through its own tower. The model takes
+    `token_ids` (`(batch, sequence_length)`, 0 = padding) and `task_id` (`(batch,)`, the
+    index of the example's task in `tasks`). A learned token of the example's task is
+    put in front of the sequence (the task prefix), so every variant sees the task:
+
+    - `feed_forward="hypergrid"`: the HyperGrid model.
+    - `feed_forward="dense"`: the vanilla multi-task baseline (plain Dense projections).
+    - one task in `tasks`: a single-task model.
+
+    The representation for the heads is the mean over the task token and the non-padding
+    tokens after a final layer norm. Each task's output is computed by `task_tower`, so a
+    batch mixing tasks yields every task's output for every example; train each output
+    only on its own task's examples (sample weight 0 elsewhere).
+
+    Args:
+        tasks: The tasks, as `TaskSpec`s; `task_id` k selects `tasks[k]`.
+        vocab_size: Number of token ids, including 0 for padding.
+        sequence_length: Number of token ids per example (without the task token).
+        d_model: Width of the hidden states.
+        num_heads: Attention heads; must divide `d_model`.
+        d_ff: Inner width of the feed-forward blocks.
+        num_layers: Number of encoder blocks.
+        feed_forward: `"hypergrid"` or `"dense"`, the output projection of each
+            feed-forward block.
+        mode: HyperGridDense mode (`"LG"`, `"GL"`, `"LL"`, `"GG"`).
+        block_shape: HyperGridDense block shape; the rows must divide `d_ff` and the
+            columns `d_model`.
+        conditioning_source: `"task_embedding"` (a learned vector per task, shared by all
+            blocks) or `"prefix"` (each block's normalised task-token state).
+        dropout: Dropout rate in the encoder blocks.
+        tower_dropout: Dropout rate after each tower hidden layer.
+        name: Model name.
+
+    Returns:
+        A functional `keras.Model` with inputs `{"token_ids", "task_id"}` and a dict of
+        outputs keyed by task name.
+
+    Example:
+
+    >>> import numpy as np
+    >>> import mtl_layers as mtl
+    >>> tasks = [mtl.tasks.TaskSpec("cola"), mtl.tasks.TaskSpec("stsb", kind="regression")]
+    >>> model = mtl.models.hypergrid_transformer(tasks, vocab_size=100, sequence_length=8)
+    >>> outputs = model({"token_ids": np.ones((2, 8), "int32"), "task_id": np.array([0, 1])})
+    >>> sorted(outputs), outputs["cola"].shape
+    (['cola', 'stsb'], TensorShape([2, 1]))
+    """
+    tasks = check_tasks(tasks)
+    num_layers = _validation.check_positive_int("num_layers", num_layers)
+    token_ids = keras.Input((sequence_length,), dtype="int32", name="token_ids")
+    task_id = keras.Input((), dtype="int32", name="task_id")
+
+    hidden, mask = TaskPrefixEmbedding(
+        vocab_size, sequence_length, d_model, len(tasks), name="embedding"
+    )(token_ids, task_id)
+    hidden = keras.layers.Dropout(dropout, name="embedding_dropout")(hidden)
+
+    conditioning = None
+    if feed_forward == "hypergrid" and conditioning_source == "task_embedding":
+        conditioning = TaskEmbedding(len(tasks), d_model, name="task_conditioning")(task_id)
+    for depth in range(num_layers):
+        block = HyperGridEncoderBlock(
+            d_model,
+            num_heads,
+            d_ff,
+            feed_forward=feed_forward,
+            mode=mode,
+            block_shape=block_shape,
+            conditioning_source=conditioning_source,
+            dropout=dropout,
+            name=f"encoder_{depth}",
+        )
+        hidden = block(hidden, mask) if conditioning is None else block(hidden, mask, conditioning)
+    hidden = keras.layers.LayerNormalization(epsilon=1e-6, name="final_norm")(hidden)
+    pooled = MaskedMeanPooling(name="pooling")(hidden, mask)
+
+    outputs = {task.name: task_tower(task, pooled, dropout=tower_dropout) for task in tasks}
+    return keras.Model({"token_ids": token_ids, "task_id": task_id}, outputs, name=name)
