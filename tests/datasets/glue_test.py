@@ -1,0 +1,125 @@
+"""Tests of the GLUE loaders, the pair tokenizer and the GLUE metrics on the real files."""
+
+import shutil
+
+import numpy as np
+import pytest
+
+from mtl_layers.datasets import files, glue
+
+# (records, sum of labels) per split, counted from the files with quoting disabled.
+EXPECTED = {
+    ("CoLA", "train"): (8551, 6023),
+    ("CoLA", "dev"): (1043, 721),
+    ("MRPC", "train"): (3668, 2474),
+    ("MRPC", "dev"): (408, 279),
+    ("RTE", "train"): (2490, 1249),
+    ("RTE", "dev"): (277, 146),
+    ("SST-2", "train"): (67349, 37569),
+    ("SST-2", "dev"): (872, 444),
+}
+
+
+@pytest.fixture(scope="module")
+def glue_dir(data_file):
+    return data_file("glue/README.md").parent
+
+
+@pytest.mark.parametrize("task, split", sorted(EXPECTED))
+def test_classification_counts(glue_dir, task, split):
+    records, positives = EXPECTED[(task, split)]
+    loaded = glue.load_split(task, split, data_dir=glue_dir)
+    assert len(loaded) == records
+    assert len(loaded.labels) == records
+    assert int(loaded.labels.sum()) == positives
+
+
+@pytest.mark.parametrize("split, records", [("train", 5749), ("dev", 1500)])
+def test_stsb_rows_do_not_merge(glue_dir, split, records):
+    loaded = glue.load_split("STS-B", split, data_dir=glue_dir)
+    assert len(loaded) == records
+    assert len(loaded.second_sentences) == records
+    assert loaded.labels.min() >= 0.0
+    assert loaded.labels.max() <= 5.0
+
+
+def test_mrpc_header_has_no_byte_order_mark(glue_dir):
+    loaded = glue.load_split("MRPC", "train", data_dir=glue_dir)
+    assert loaded.sentences[0].startswith("Amrozi accused his brother")
+    assert loaded.second_sentences[0].startswith("Referring to him as only")
+
+
+def test_cola_first_row_is_data(glue_dir):
+    loaded = glue.load_split("CoLA", "train", data_dir=glue_dir)
+    assert loaded.sentences[0] == "Our friends won't buy this analysis, let alone the next one we propose."
+    assert loaded.second_sentences is None
+
+
+def test_corrupt_copy_rejected(glue_dir, tmp_path):
+    shutil.copytree(glue_dir / "RTE", tmp_path / "RTE")
+    (tmp_path / "RTE" / "dev.tsv").chmod(0o644)
+    with open(tmp_path / "RTE" / "dev.tsv", "a", encoding="utf-8") as stream:
+        stream.write("extra\trow\n")
+    with pytest.raises(files.ChecksumError, match="SHA-256 mismatch"):
+        glue.load_split("RTE", "dev", data_dir=tmp_path)
+
+
+def test_missing_mrpc_explains_manual_step(tmp_path, monkeypatch):
+    monkeypatch.setenv(files.CACHE_DIR_VARIABLE, str(tmp_path / "cache"))
+    with pytest.raises(FileNotFoundError, match="download_glue_data.py"):
+        glue.load_split("MRPC", "dev", data_dir=tmp_path, download=True)
+
+
+def test_missing_file_suggests_download(tmp_path, monkeypatch):
+    monkeypatch.setenv(files.CACHE_DIR_VARIABLE, str(tmp_path / "cache"))
+    with pytest.raises(FileNotFoundError, match="download=True"):
+        glue.load_split("CoLA", "dev", data_dir=tmp_path)
+
+
+def test_unknown_task_rejected():
+    with pytest.raises(ValueError, match="task"):
+        glue.load_split("QNLI", "dev")
+
+
+def test_tokenizer_pairs_and_padding(glue_dir):
+    rte = glue.load_split("RTE", "dev", data_dir=glue_dir)
+    tokenizer = glue.PairTokenizer(max_tokens=500).fit(rte.sentences + rte.second_sentences)
+    assert tokenizer.vocab_size == 500
+    ids = tokenizer.encode(rte.sentences, rte.second_sentences, sequence_length=32)
+    assert ids.shape == (277, 32)
+    assert ids.dtype == np.int32
+    assert ids.max() == tokenizer.separator_id
+    # Every pair keeps exactly one separator, even when both sentences are cut.
+    assert np.all(np.sum(ids == tokenizer.separator_id, axis=1) == 1)
+    single = tokenizer.encode(["the the"], None, sequence_length=4)
+    assert single[0, 2:].tolist() == [0, 0]
+    assert single[0, 0] == single[0, 1] > 1
+
+
+def test_metrics_match_hand_counts():
+    labels = [1, 1, 1, 0, 0, 0]
+    predictions = [0.9, 0.8, 0.1, 0.7, 0.2, 0.3]
+    # TP=2, FN=1, FP=1, TN=2: accuracy 4/6, F1 4/6, MCC (4 - 1) / 9.
+    mrpc = glue.compute_metrics("MRPC", labels, predictions)
+    assert mrpc["accuracy"] == pytest.approx(4 / 6)
+    assert mrpc["f1"] == pytest.approx(4 / 6)
+    assert mrpc["score"] == pytest.approx(4 / 6)
+    cola = glue.compute_metrics("CoLA", labels, predictions)
+    assert cola["matthews"] == pytest.approx(3 / 9)
+    constant = glue.compute_metrics("CoLA", labels, np.ones(6))
+    assert constant["matthews"] == 0.0
+
+
+def test_stsb_metrics_match_scipy():
+    stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 6, size=50).astype(float)  # ties in the labels
+    predictions = labels + rng.normal(size=50)
+    metrics = glue.compute_metrics("STS-B", labels, predictions)
+    assert metrics["pearson"] == pytest.approx(stats.pearsonr(labels, predictions)[0])
+    assert metrics["spearman"] == pytest.approx(stats.spearmanr(labels, predictions)[0])
+
+
+def test_metrics_length_mismatch_rejected():
+    with pytest.raises(ValueError, match="same length"):
+        glue.compute_metrics("RTE", [1, 0], [1.0])
