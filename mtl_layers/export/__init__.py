@@ -1,5 +1,6 @@
 """Export multi-task models for TF Serving."""
 
+from mtl_layers.export import warmup
 from mtl_layers.export.saved_model import (
     EXAMPLE_SIGNATURE,
     SERVING_SIGNATURE,
@@ -7,4 +8,10 @@ from mtl_layers.export.saved_model import (
     next_version,
 )
 
-__all__ = ["EXAMPLE_SIGNATURE", "SERVING_SIGNATURE", "export_saved_model", "next_version"]
+__all__ = [
+    "EXAMPLE_SIGNATURE",
+    "SERVING_SIGNATURE",
+    "export_saved_model",
+    "next_version",
+    "warmup",
+]

@@ -5,34 +5,76 @@ import pathlib
 import re
 import shutil
 import tempfile
-from typing import Dict, Optional, Union
+from typing import Dict, Mapping, Optional, Sequence, Union
 
 import tensorflow as tf
 from absl import logging
 
 from mtl_layers.compat import IS_KERAS_2
+from mtl_layers.export import warmup
 
 SERVING_SIGNATURE = "serving_default"
 EXAMPLE_SIGNATURE = "serving_tf_example"
 _VERSION_PATTERN = re.compile(r"^\d+$")
 
 
-def _input_specs(model) -> Dict[str, tf.TensorSpec]:
-    """Return one TensorSpec per model input, keyed and named by the input's name."""
+def _serving_model(model):
+    """Return the functional model to export: `model`, or its `serving_model` attribute.
+
+    Models that are not functional, such as the TensorFlow Recommenders models of
+    `mtl_layers.tfrs`, expose the functional model that maps raw features to outputs as
+    `serving_model`.
+    """
+    serving_model = getattr(model, "serving_model", None)
+    if serving_model is not None:
+        return serving_model
+    try:
+        model.input
+    except (AttributeError, ValueError) as error:
+        raise ValueError(
+            f"Cannot export {type(model).__name__} {getattr(model, 'name', '')!r}: it has no "
+            "defined inputs. Export a functional Keras model (every builder in "
+            "`mtl_layers.models` returns one), or give the model a `serving_model` attribute "
+            "that holds the functional model from raw features to task outputs."
+        ) from error
+    return model
+
+
+def _input_items(model):
+    """Return `(name, symbolic input)` pairs in the order the model takes its inputs."""
     structure = model.input
     if isinstance(structure, dict):
-        items = list(structure.items())
-    else:
-        tensors = structure if isinstance(structure, (list, tuple)) else [structure]
-        items = [(tensor.name.split(":")[0], tensor) for tensor in tensors]
+        return list(structure.items())
+    tensors = structure if isinstance(structure, (list, tuple)) else [structure]
+    return [(tensor.name.split(":")[0], tensor) for tensor in tensors]
+
+
+def _input_specs(model) -> Dict[str, tf.TensorSpec]:
+    """Return one TensorSpec per model input, keyed and named by the input's name."""
     specs = {}
-    for name, tensor in items:
+    for name, tensor in _input_items(model):
+        if name in specs:
+            raise ValueError(
+                f"Model {model.name!r} has two inputs named {name!r}. Give every "
+                "`keras.Input` a unique `name`, because it becomes a signature input key."
+            )
         dtype = tf.as_dtype(tensor.dtype)
         specs[name] = tf.TensorSpec(shape=tuple(tensor.shape), dtype=dtype, name=name)
     return specs
 
 
+def _call_model(model, features: Dict[str, tf.Tensor]):
+    """Call `model` on named features, in the input structure the model was built with."""
+    if isinstance(model.input, dict):
+        return model(features, training=False)
+    names = [name for name, _ in _input_items(model)]
+    if len(names) == 1:
+        return model(features[names[0]], training=False)
+    return model([features[name] for name in names], training=False)
+
+
 def _output_dict(model, outputs) -> Dict[str, tf.Tensor]:
+    """Return the model outputs keyed by output name (the task names for our builders)."""
     if isinstance(outputs, dict):
         return dict(outputs)
     if not isinstance(outputs, (list, tuple)):
@@ -65,10 +107,32 @@ def next_version(export_dir: Union[str, os.PathLike]) -> int:
     return max(versions, default=0) + 1
 
 
+def _warmup_features(warmup_examples, specs, count):
+    """Return up to `count` warm-up examples as NumPy arrays, or None for no warm-up."""
+    if warmup_examples is None:
+        return None
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ValueError(
+            f"`num_warmup_examples` must be an integer >= 1. Received: {count!r}"
+        )
+    if isinstance(warmup_examples, tf.data.Dataset):
+        # A batched dataset of `features` or `(features, labels)`: its first batch.
+        element = next(iter(warmup_examples.take(1)), None)
+        if element is None:
+            raise ValueError("`warmup_examples` is an empty dataset. Pass real examples.")
+        if isinstance(element, tuple):
+            element = element[0]
+        warmup_examples = {name: value.numpy() for name, value in element.items()}
+    return warmup.select_examples(warmup_examples, specs, count)
+
+
 def export_saved_model(
     model,
     export_dir: Union[str, os.PathLike],
     version: Optional[int] = None,
+    warmup_examples: Optional[Union[Mapping[str, Sequence], tf.data.Dataset]] = None,
+    num_warmup_examples: int = 8,
+    model_name: Optional[str] = None,
 ) -> pathlib.Path:
     """Export `model` to `export_dir/<version>/` for TF Serving and return that path.
 
@@ -80,25 +144,41 @@ def export_saved_model(
       (`examples`, a string vector) that hold the same features, and returns the same
       outputs.
 
+    With `warmup_examples`, the version also contains TF Serving warm-up records
+    (`assets.extra/tf_serving_warmup_requests`): predict requests for both signatures at
+    batch 1 and at `num_warmup_examples`. The records are run through the model before
+    the version is published, so a bad example fails the export instead of the server.
+
     TF Serving polls `export_dir` and loads the highest numeric version it finds, so the
-    version is written to a temporary sibling folder and renamed into place only when
-    complete. An existing version is never overwritten.
+    version is written to a temporary sibling folder (a name TF Serving ignores) and
+    renamed into place only when complete. An existing version is never overwritten.
 
     Works for Keras 3 models and, with `TF_USE_LEGACY_KERAS=1`, for `tf_keras` models,
-    including models that were never called.
+    including models that were never called, dict or list inputs and any number of
+    outputs. Models that are not functional export their `serving_model` attribute.
 
     Args:
-        model: A Keras model with named inputs (a functional model from
-            `mtl_layers.models` has one input per raw feature).
+        model: A functional Keras model with named inputs (a model from
+            `mtl_layers.models` has one input per raw feature), or an object with a
+            `serving_model` attribute that contains one.
         export_dir: Base folder of all versions; created if missing.
         version: Version number (an integer >= 1). Defaults to the next free number.
+        warmup_examples: Real examples for the warm-up records: a dict of arrays keyed
+            by input name (other keys, such as labels, are ignored) or a batched
+            `tf.data.Dataset` of such dicts or of `(features, labels)` pairs, whose
+            first batch is used. None writes no warm-up records.
+        num_warmup_examples: How many of `warmup_examples` the larger requests use.
+        model_name: The model name in the warm-up requests. Defaults to the name of
+            `export_dir`, which is the model name in TF Serving's usual layout
+            `/models/<model_name>/<version>`.
 
     Returns:
         The path of the new version folder.
 
     Raises:
         FileExistsError: `export_dir/<version>` exists already; nothing is changed.
-        ValueError: `version` is not an integer >= 1.
+        ValueError: `version` is not an integer >= 1, the model has no defined inputs,
+            or `warmup_examples` does not match the model inputs.
     """
     export_dir = pathlib.Path(export_dir)
     if version is None:
@@ -111,43 +191,66 @@ def export_saved_model(
             f"Version {version} already exists at {target}; it was left unchanged. Pass "
             "another `version`, or omit it to use the next free number."
         )
-    export_dir.mkdir(parents=True, exist_ok=True)
 
-    specs = _input_specs(model)
+    served = _serving_model(model)
+    specs = _input_specs(served)
     parsing_spec = _example_parsing_spec(specs)
+    warmup_features = _warmup_features(warmup_examples, specs, num_warmup_examples)
+    if model_name is None:
+        model_name = export_dir.resolve().name
 
     # A tf.Module owns the model so that its variables are saved with the signatures.
     module = tf.Module()
-    module.model = model
+    module.model = served
 
     @tf.function(input_signature=[specs])
     def serve(features):
-        return _output_dict(model, model(features, training=False))
+        return _output_dict(served, _call_model(served, features))
 
     @tf.function(input_signature=[tf.TensorSpec(shape=(None,), dtype=tf.string, name="examples")])
     def serve_examples(examples):
         parsed = tf.io.parse_example(examples, parsing_spec)
         features = {name: tf.cast(parsed[name], specs[name].dtype) for name in specs}
-        return _output_dict(model, model(features, training=False))
+        return _output_dict(served, _call_model(served, features))
 
     module.serve = serve
     module.serve_examples = serve_examples
+    signatures = {
+        SERVING_SIGNATURE: serve.get_concrete_function(),
+        EXAMPLE_SIGNATURE: serve_examples.get_concrete_function(),
+    }
+
+    warmup_logs = []
+    if warmup_features is not None:
+        warmup_logs = warmup.build_warmup_logs(
+            warmup_features, model_name, SERVING_SIGNATURE, EXAMPLE_SIGNATURE
+        )
+        # Fail here, before anything is written, when a warm-up request cannot run.
+        for log in warmup_logs:
+            signatures[log.predict_log.request.model_spec.signature_name](
+                **warmup.request_inputs(log)
+            )
+    else:
+        logging.warning(
+            "Exporting %s without TF Serving warm-up records; pass `warmup_examples` (a few "
+            "real examples) so the first requests do not pay for initialisation.",
+            served.name,
+        )
+
+    export_dir.mkdir(parents=True, exist_ok=True)
     staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{version}.incomplete-", dir=export_dir))
     try:
-        tf.saved_model.save(
-            module,
-            str(staging),
-            signatures={
-                SERVING_SIGNATURE: serve.get_concrete_function(),
-                EXAMPLE_SIGNATURE: serve_examples.get_concrete_function(),
-            },
-        )
-        # rename() fails instead of replacing when another writer created the version.
+        tf.saved_model.save(module, str(staging), signatures=signatures)
+        if warmup_logs:
+            warmup.write_warmup_file(staging, warmup_logs)
+        # rename() fails when another writer created a non-empty folder of this version
+        # in the meantime; an empty folder is replaced, which loses nothing.
         os.rename(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     logging.info(
-        "Exported %s (%s) to %s", model.name, "tf_keras" if IS_KERAS_2 else "Keras 3", target
-    )
+        "Exported %s (%s) to %s with %d warm-up records",
+        served.name, "tf_keras" if IS_KERAS_2 else "Keras 3", target, len(warmup_logs),
+    )  # fmt: skip
     return target
