@@ -60,5 +60,9 @@ def register_serializable(cls):
 def is_keras_tensor(value) -> bool:
     """Return True for a symbolic tensor of the active Keras (a functional-model input)."""
     if IS_KERAS_2:
-        return keras.backend.is_keras_tensor(value)
+        try:
+            return keras.backend.is_keras_tensor(value)
+        except ValueError:
+            # tf_keras raises for values that are not tensors at all, such as NumPy arrays.
+            return False
     return isinstance(value, keras.KerasTensor)

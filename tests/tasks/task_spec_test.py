@@ -1,0 +1,52 @@
+"""Tests of TaskSpec and compile_for_tasks."""
+
+import pytest
+
+from mtl_layers.compat import keras
+from mtl_layers.tasks import TaskSpec, compile_for_tasks
+
+
+@pytest.mark.parametrize(
+    "kind, units, activation, loss_class",
+    [
+        ("binary", 1, "sigmoid", keras.losses.BinaryCrossentropy),
+        ("regression", 1, None, keras.losses.MeanSquaredError),
+    ],
+)
+def test_task_spec_kinds(kind, units, activation, loss_class):
+    task = TaskSpec("target", kind=kind)
+    assert task.output_units == units
+    assert task.output_activation == activation
+    assert isinstance(task.loss(), loss_class)
+
+
+def test_task_spec_multiclass():
+    task = TaskSpec("genre", kind="multiclass", num_classes=5)
+    assert task.output_units == 5
+    assert task.output_activation == "softmax"
+    assert isinstance(task.metrics()[0], keras.metrics.SparseCategoricalAccuracy)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"name": "1abc"}, "`name` must start with a letter"),
+        ({"name": "has space"}, "`name` must start with a letter"),
+        ({"name": "a", "kind": "ranking"}, "`kind` must be one of"),
+        ({"name": "a", "kind": "multiclass"}, "`num_classes` must be an integer >= 2"),
+        ({"name": "a", "kind": "multiclass", "num_classes": 1}, "`num_classes` must be an integer >= 2"),
+        ({"name": "a", "tower_units": (8, 0)}, "Every entry of `tower_units`"),
+        ({"name": "a", "loss_weight": 0}, "`loss_weight` must be a finite number > 0"),
+        ({"name": "a", "loss_weight": float("inf")}, "`loss_weight` must be a finite number > 0"),
+    ],
+)
+def test_task_spec_invalid(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        TaskSpec(**kwargs)
+
+
+def test_compile_for_tasks_rejects_missing_output():
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, {"a": keras.layers.Dense(1, name="a")(inputs)})
+    with pytest.raises(ValueError, match=r"no output named \['b'\]"):
+        compile_for_tasks(model, [TaskSpec("a"), TaskSpec("b")])
