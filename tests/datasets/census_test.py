@@ -1,0 +1,113 @@
+"""Tests of the census loaders on the packaged Adult copy and the real KDD file."""
+
+import gzip
+import shutil
+
+import numpy as np
+import pytest
+
+from mtl_layers.datasets import census, files
+
+
+@pytest.fixture(scope="module")
+def adult():
+    return census.load_adult(task_group=1, seed=0)
+
+
+def test_adult_sizes_and_tasks(adult):
+    assert len(adult.train) + len(adult.validation) == 32561
+    assert len(adult.validation) == 3256
+    assert len(adult.test) == 16281
+    assert [task.name for task in adult.tasks] == ["income", "never_married"]
+
+
+def test_adult_test_labels_strip_trailing_period(adult):
+    # adult.test has 3,846 ">50K." rows among 16,281.
+    assert int(adult.test.labels["income"].sum()) == 3846
+
+
+def test_adult_removes_marital_status_and_labels(adult):
+    assert "marital_status" not in adult.train.features
+    assert "income" not in adult.train.features
+    assert len(adult.feature_specs) == 13
+
+
+def test_adult_missing_values_are_a_category(adult):
+    spec = {spec.name: spec for spec in adult.feature_specs}
+    assert "?" in spec["workclass"].vocabulary
+    assert spec["age"].kind == "numeric"
+    np.testing.assert_allclose(spec["age"].mean, adult.train.features["age"].mean(), rtol=1e-5)
+
+
+def test_adult_group2_removes_education():
+    data = census.load_adult(task_group=2)
+    assert [task.name for task in data.tasks] == ["college_education", "never_married"]
+    assert "education" not in data.train.features
+    assert "education_num" not in data.train.features
+    # College level or above: some college and every degree above it.
+    rate = data.test.labels["college_education"].mean()
+    assert 0.4 < rate < 0.6
+
+
+def test_adult_validation_split_depends_on_seed():
+    first = census.load_adult(seed=0).validation.features["fnlwgt"]
+    second = census.load_adult(seed=1).validation.features["fnlwgt"]
+    again = census.load_adult(seed=0).validation.features["fnlwgt"]
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, second)
+
+
+def test_adult_to_dataset_batches(adult):
+    features, labels = next(iter(adult.test.to_dataset(32)))
+    assert features["age"].shape == (32,)
+    assert features["workclass"].dtype.name == "string"
+    assert labels["income"].shape == (32,)
+
+
+def test_invalid_task_group():
+    with pytest.raises(ValueError, match="`task_group` must be 1"):
+        census.load_adult(task_group=3)
+
+
+def test_adult_from_corrupt_folder_fails(tmp_path):
+    with gzip.open(census.PACKAGED_ADULT_DIR / "adult.data.gz", "rb") as stream:
+        content = stream.read()
+    (tmp_path / "adult.data").write_bytes(content[:-1000])
+    with pytest.raises(files.ChecksumError, match="SHA-256 mismatch"):
+        census.load_adult(data_dir=tmp_path)
+
+
+def test_census_kdd_test_file_split(data_file):
+    path = data_file("census-income-kdd/census-income.test.gz")
+    data = census.load_census_kdd(task_group=1, data_dir=path.parent, seed=0)
+    assert len(data.train) + len(data.validation) + len(data.test) == 99762
+    assert len(data.train) == 49881
+    assert "50/25/25" in data.description
+    assert "instance_weight" not in data.train.features
+    assert "marital_stat" not in data.train.features
+    assert len(data.feature_specs) == 39
+    # 6,186 of the 99,762 rows earn more than 50,000.
+    total_income = sum(split.labels["income"].sum() for split in (data.train, data.validation, data.test))
+    assert int(total_income) == 6186
+
+
+def test_census_kdd_group2(data_file):
+    path = data_file("census-income-kdd/census-income.test.gz")
+    data = census.load_census_kdd(task_group=2, data_dir=path.parent)
+    assert [task.name for task in data.tasks] == ["college_education", "never_married"]
+    assert "education" not in data.train.features
+
+
+def test_census_kdd_missing_file_message(tmp_path, monkeypatch):
+    monkeypatch.delenv("MTL_LAYERS_DATA_DIR", raising=False)
+    monkeypatch.setenv("MTL_LAYERS_CACHE_DIR", str(tmp_path / "cache"))
+    with pytest.raises(FileNotFoundError, match="census-income.test"):
+        census.load_census_kdd(data_dir=tmp_path)
+
+
+def test_census_kdd_wrong_column_count(tmp_path, data_file, monkeypatch):
+    # A file with the pinned digest cannot be corrupted, so check the row parser directly.
+    broken = tmp_path / "rows.csv"
+    broken.write_text("1, 2, 3\n", encoding="ascii")
+    with pytest.raises(ValueError, match="line 1: expected 42"):
+        census._read_rows(broken, 42, skip_first_line=False)
