@@ -169,6 +169,9 @@ class MultiTaskModel(tfrs.models.Model):
                 regression_tasks=[task.name for task in self.task_specs if task.kind == "regression"],
                 name="uncertainty_weighting",
             )
+            # The weights do not depend on input shapes; create them now so they exist
+            # before the first training step.
+            self.uncertainty_weighting.build(None)
             self.log_variance_trackers = {
                 name: keras.metrics.Mean(name=f"{name}_log_variance") for name in task_names
             }
