@@ -1,0 +1,38 @@
+"""Quick-mode run of the census experiments, so the script cannot rot."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+SCRIPT = REPO_ROOT / "examples" / "mmoe_census.py"
+
+
+def test_quick_mode_reports_auc_per_task(tmp_path):
+    completed = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", f"--output_dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+
+    results = json.loads((tmp_path / "results.json").read_text())
+    # Quick mode: Adult task group 1, single-task and MMoE, 2 seeds.
+    assert [(r["model"], r["seed"]) for r in results] == [
+        ("single_task", 0), ("mmoe", 0), ("single_task", 1), ("mmoe", 1),
+    ]  # fmt: skip
+    for result in results:
+        assert sorted(result["auc"]) == ["income", "never_married"]
+        # One epoch on 2,000 examples already separates the marital-status classes.
+        assert result["auc"]["never_married"] > 0.6
+        assert result["auc"]["income"] < 1.0
+    single_task = results[0]["params"]
+    mmoe = results[1]["params"]
+    assert single_task > mmoe
+    assert len(results[1]["gates"]["income"]) == 8
+    assert (tmp_path / "mmoe_census_gates.png").stat().st_size > 1000
+    assert "| MMoE | 5,750 |" in completed.stdout
