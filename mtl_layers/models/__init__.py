@@ -3,6 +3,7 @@
 from mtl_layers.models.features import FEATURE_KINDS, FeatureSpec, build_feature_inputs
 from mtl_layers.models.hypergrid_transformer import hypergrid_transformer
 from mtl_layers.models.mmoe import mmoe, omoe
+from mtl_layers.models.mose import mose, mose_baseline, sequence_sample_weights
 from mtl_layers.models.ple import ple
 from mtl_layers.models.shared_bottom import shared_bottom
 from mtl_layers.models.towers import task_tower
@@ -13,7 +14,10 @@ __all__ = [
     "build_feature_inputs",
     "hypergrid_transformer",
     "mmoe",
+    "mose",
+    "mose_baseline",
     "omoe",
+    "sequence_sample_weights",
     "ple",
     "shared_bottom",
     "task_tower",
