@@ -1,9 +1,9 @@
 """Census experiments of Ma et al. (KDD 2018): single-task, Shared-Bottom, OMoE, MMoE, PLE.
 
-Trains every model on both task groups of UCI Adult (official train/test split, 10% of
-the training file held out for validation) and of UCI Census-Income (KDD), for several
-seeds, and reports the test AUC of each task as mean ± standard deviation over seeds,
-with the parameter count of each model.
+Trains every model on both task groups of UCI Adult and of UCI Census-Income (KDD), for
+several seeds. Adult uses its official train/test split, with 10% of the training file
+held out for validation. The script reports the test AUC of each task as mean ± standard
+deviation over seeds, and the parameter count of each model.
 
 Task group 1 is (income above 50K, never married), task group 2 is (education at college
 level or above, never married). Only the 99,762-row test file of Census-Income (KDD) is

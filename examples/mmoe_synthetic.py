@@ -2,7 +2,7 @@
 
 Trains Shared-Bottom, OMoE and MMoE on two regression tasks whose weight vectors have a
 chosen cosine similarity (`mtl.datasets.synthetic.mmoe_regression`), for several
-correlations and seeds, and reports the test loss per model and correlation, the
+correlations and seeds. The script reports the test loss per model and correlation, the
 training curves, the distribution of final losses over seeds and MMoE's gate weights.
 
 Sizes follow the paper: 8 experts of 16 units, task towers of 8 units, and a Shared-Bottom
@@ -251,6 +251,33 @@ def plot_results(results, table, correlations, models, image_dir: pathlib.Path) 
     return paths
 
 
+def paper_checks(table, correlations, models) -> list:
+    """Return Markdown bullets that test the paper's three findings on the mean losses."""
+    ordered = sorted(correlations)
+    lines = []
+    for model_name in models:
+        means = [table[model_name][c][0] for c in ordered]
+        falling = all(later <= earlier for earlier, later in zip(means, means[1:]))
+        lines.append(
+            f"* {MODEL_LABELS[model_name]}: loss {'falls' if falling else 'does not fall'} as the "
+            "correlation rises (" + ", ".join(f"{c}: {m:.4f}" for c, m in zip(ordered, means)) + ")."
+        )
+    spreads = {name: max(table[name][c][0] for c in ordered) - min(table[name][c][0] for c in ordered) for name in models}
+    steadiest = min(spreads, key=spreads.get)
+    lines.append(
+        f"* Smallest change of mean loss across correlations: {MODEL_LABELS[steadiest]} ("
+        + ", ".join(f"{MODEL_LABELS[name]} {spread:.4f}" for name, spread in spreads.items()) + ")."
+    )
+    if "shared_bottom" in models:
+        for name in (n for n in models if n != "shared_bottom"):
+            wins = [c for c in ordered if table[name][c][0] < table["shared_bottom"][c][0]]
+            lines.append(
+                f"* {MODEL_LABELS[name]} beats Shared-Bottom at {len(wins)} of {len(ordered)} correlations"
+                + (f" ({', '.join(str(c) for c in wins)})." if wins else ".")
+            )
+    return lines
+
+
 def markdown_report(table, correlations, models, params, paths, command, seconds) -> str:
     """Return the Markdown section of docs/reproductions.md."""
     from benchmarks.report import machine_description
@@ -276,6 +303,8 @@ def markdown_report(table, correlations, models, params, paths, command, seconds
     for model_name in models:
         cells = [f"{table[model_name][c][2]:.4f}–{table[model_name][c][3]:.4f}" for c in correlations]
         lines.append(f"| {MODEL_LABELS[model_name]} | " + " | ".join(cells) + " |")
+    lines += ["", "Checks of the paper's findings on these runs (computed from the means above):", ""]
+    lines += paper_checks(table, correlations, models)
     lines.append("")
     for kind, title in (
         ("loss_vs_correlation", "Test loss vs correlation"),
