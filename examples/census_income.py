@@ -36,6 +36,7 @@ flags.DEFINE_integer("seed", 0, "Random seed of weights, shuffling and the valid
 flags.DEFINE_integer("max_examples", None, "Use at most this many training examples (quick runs).")
 flags.DEFINE_string("export_dir", "exports/census", "Base folder of the versioned SavedModels; empty to skip.")
 flags.DEFINE_string("metrics_json", None, "Also write the test metrics to this JSON file.")
+flags.DEFINE_string("keras_model_path", None, "Also save the trained model as a .keras file here.")
 
 FLAGS = flags.FLAGS
 
@@ -148,6 +149,9 @@ def main(argv):
     if FLAGS.metrics_json:
         with open(FLAGS.metrics_json, "w", encoding="utf-8") as stream:
             json.dump({"auc": results, "train_seconds": seconds, "params": model.count_params()}, stream)
+    if FLAGS.keras_model_path:
+        model.save(FLAGS.keras_model_path)
+        logging.info("Keras model written to %s", FLAGS.keras_model_path)
     if FLAGS.export_dir:
         path = mtl.export.export_saved_model(model, FLAGS.export_dir)
         print(f"\nSavedModel written to {path}")

@@ -1,0 +1,101 @@
+"""End-to-end test of the census main job: AUC targets, export, reload without mtl_layers."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from mtl_layers.compat import keras
+from mtl_layers.datasets import census
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+SCRIPT = REPO_ROOT / "examples" / "census_income.py"
+
+# Loads the SavedModel with TensorFlow alone: importing mtl_layers raises ImportError.
+RELOAD_WITHOUT_LIBRARY = textwrap.dedent(
+    """
+    import importlib.abc, json, sys
+
+    class BlockLibrary(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "mtl_layers" or name.startswith("mtl_layers."):
+                raise ImportError("mtl_layers is blocked in this process")
+            return None
+
+    sys.meta_path.insert(0, BlockLibrary())
+    import tensorflow as tf
+
+    request = json.load(open(sys.argv[2]))
+    serve = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
+    inputs = {
+        name: tf.constant(values, dtype=serve.structured_input_signature[1][name].dtype)
+        for name, values in request.items()
+    }
+    outputs = serve(**inputs)
+    print(json.dumps({name: value.numpy().reshape(-1).tolist() for name, value in outputs.items()}))
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def main_job(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("census")
+    command = [
+        sys.executable, str(SCRIPT),
+        f"--export_dir={workdir / 'exports'}",
+        f"--metrics_json={workdir / 'metrics.json'}",
+        f"--keras_model_path={workdir / 'model.keras'}",
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return workdir, result.stdout
+
+
+def test_main_job_meets_auc_targets(main_job):
+    workdir, stdout = main_job
+    metrics = json.loads((workdir / "metrics.json").read_text())
+    assert metrics["auc"]["income"] >= 0.905
+    assert metrics["auc"]["never_married"] >= 0.960
+    assert "| income" in stdout
+    assert "| never_married" in stdout
+
+
+def test_main_job_export_is_versioned(main_job):
+    workdir, stdout = main_job
+    assert (workdir / "exports" / "1" / "saved_model.pb").is_file()
+    assert f"SavedModel written to {workdir / 'exports' / '1'}" in stdout
+    assert [path.name for path in (workdir / "exports").iterdir()] == ["1"]
+
+
+def test_export_predicts_without_library(main_job):
+    workdir, _ = main_job
+    test = census.load_adult().test
+    rows = slice(0, 6)
+    request = {
+        name: (values[rows].astype(str).tolist() if values.dtype == object else values[rows].tolist())
+        for name, values in test.features.items()
+    }
+    request_path = workdir / "request.json"
+    request_path.write_text(json.dumps(request))
+    result = subprocess.run(
+        [sys.executable, "-c", RELOAD_WITHOUT_LIBRARY, str(workdir / "exports" / "1"), str(request_path)],
+        capture_output=True, text=True, timeout=300, check=False,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    served = json.loads(result.stdout.strip().splitlines()[-1])
+    assert sorted(served) == ["income", "never_married"]
+
+    # compile=False: tf_keras's predict_on_batch fails with the saved steps_per_execution > 1.
+    model = keras.models.load_model(workdir / "model.keras", compile=False)
+    import tensorflow as tf
+
+    expected = model.predict_on_batch({name: tf.constant(values[rows]) if values.dtype != object
+                                       else tf.constant(values[rows].astype(str)) for name, values in test.features.items()})
+    for task in ("income", "never_married"):
+        np.testing.assert_allclose(served[task], np.asarray(expected[task]).reshape(-1), rtol=1e-5, atol=1e-6)
