@@ -153,7 +153,10 @@ def main(argv):
         model.save(FLAGS.keras_model_path)
         logging.info("Keras model written to %s", FLAGS.keras_model_path)
     if FLAGS.export_dir:
-        path = mtl.export.export_saved_model(model, FLAGS.export_dir)
+        # A few real test rows become TF Serving warm-up requests.
+        path = mtl.export.export_saved_model(
+            model, FLAGS.export_dir, warmup_examples=data.test.features
+        )
         print(f"\nSavedModel written to {path}")
 
 

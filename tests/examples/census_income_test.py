@@ -68,6 +68,7 @@ def test_main_job_meets_auc_targets(main_job):
 def test_main_job_export_is_versioned(main_job):
     workdir, stdout = main_job
     assert (workdir / "exports" / "1" / "saved_model.pb").is_file()
+    assert (workdir / "exports" / "1" / "assets.extra" / "tf_serving_warmup_requests").is_file()
     assert f"SavedModel written to {workdir / 'exports' / '1'}" in stdout
     assert [path.name for path in (workdir / "exports").iterdir()] == ["1"]
 
