@@ -1,0 +1,152 @@
+"""Training-step speed of SequentialExpert against separate LSTM layers and one wide LSTM.
+
+Three ways to run K LSTM experts of U units over the same sequence, timed side by side
+in one process for each size:
+
+* `sequential_expert`: `mtl_layers.SequentialExpert(K, U)`, one loop for all experts.
+* `separate_lstms`: K `keras.layers.LSTM(U)` layers, the straightforward implementation.
+* `one_wide_lstm`: one `keras.layers.LSTM(K * U)`, a lower bound on the loop overhead
+  (one loop), although its recurrent product couples all experts and costs K times more.
+
+A training step is the forward pass with a mask, the gradient of a squared-error loss and
+an SGD update, compiled with `tf.function`. The script reports the median step time and
+the ratios, and with `--write_docs` writes them to its section of `docs/benchmarks.md`:
+
+    python benchmarks/sequential_expert.py --write_docs
+    python benchmarks/sequential_expert.py --quick   # a smoke run
+"""
+
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
+
+import mtl_layers as mtl  # noqa: E402
+from mtl_layers.compat import IS_KERAS_2, keras  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_bool("quick", False, "Tiny sizes and few steps, to check that the script runs.")
+flags.DEFINE_integer("steps", 10, "Timed training steps per variant and size.")
+flags.DEFINE_integer("rounds", 3, "Alternating rounds over the variants; the median is kept.")
+flags.DEFINE_bool("write_docs", False, "Write the results into docs/benchmarks.md.")
+
+# (batch, time, features, experts, units)
+SIZES = ((256, 50, 32, 4, 32), (256, 50, 32, 8, 32), (256, 50, 64, 4, 64), (512, 100, 32, 8, 16))
+QUICK_SIZES = ((16, 8, 4, 2, 4),)
+
+
+def _variant_layers(name, num_experts, units):
+    if name == "sequential_expert":
+        return [mtl.SequentialExpert(num_experts, units)]
+    if name == "separate_lstms":
+        return [keras.layers.LSTM(units, return_sequences=True) for _ in range(num_experts)]
+    return [keras.layers.LSTM(num_experts * units, return_sequences=True)]
+
+
+def _train_step_function(layers):
+    optimizer = tf.keras.optimizers.SGD(0.01) if IS_KERAS_2 else keras.optimizers.SGD(0.01)
+
+    @tf.function
+    def step(sequence, mask):
+        with tf.GradientTape() as tape:
+            outputs = [layer(sequence, mask=mask) for layer in layers]
+            loss = tf.add_n([tf.reduce_mean(tf.square(output)) for output in outputs])
+        variables = [weight for layer in layers for weight in layer.trainable_weights]
+        gradients = tape.gradient(loss, variables)
+        optimizer.apply_gradients(zip(gradients, variables))
+        return loss
+
+    return step
+
+
+def _time_steps(step, sequence, mask, count):
+    durations = []
+    for _ in range(count):
+        start = time.perf_counter()
+        step(sequence, mask).numpy()
+        durations.append(time.perf_counter() - start)
+    return float(np.median(durations))
+
+
+def measure(size, steps, rounds):
+    """Return `{variant: median seconds per training step}` for one size."""
+    batch, length, features, num_experts, units = size
+    rng = np.random.default_rng(0)
+    sequence = tf.constant(rng.normal(size=(batch, length, features)).astype("float32"))
+    lengths = rng.integers(length // 2, length + 1, size=batch)
+    mask = tf.constant(np.arange(length)[None, :] < lengths[:, None])
+    variants = ("sequential_expert", "separate_lstms", "one_wide_lstm")
+    functions = {}
+    for name in variants:
+        layers = _variant_layers(name, num_experts, units)
+        functions[name] = _train_step_function(layers)
+        functions[name](sequence, mask)  # Trace, build and warm up.
+    results = {name: [] for name in variants}
+    for round_index in range(rounds):
+        for name in variants:
+            results[name].append(_time_steps(functions[name], sequence, mask, steps))
+        logging.info("size %s round %d/%d: %s", size, round_index + 1, rounds, results)
+    return {name: float(np.median(values)) for name, values in results.items()}
+
+
+def _markdown(rows, command, steps, rounds):
+    lines = [
+        "## SequentialExpert training step",
+        "",
+        f"Command: `{command}` ({'Keras 2 (tf_keras)' if IS_KERAS_2 else 'Keras 3'} mode). "
+        f"Machine: {_machine()}. Median of {rounds} alternating rounds of "
+        f"{steps} steps; forward with a mask, gradient and SGD update under `tf.function`.",
+        "",
+        "Target: separate LSTMs / SequentialExpert >= 2, SequentialExpert / one wide LSTM <= 1.3.",
+        "",
+        "| batch | time | features | K | units | SequentialExpert ms | K separate LSTMs ms | "
+        "one LSTM of K·units ms | separate / SequentialExpert | SequentialExpert / wide |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for size, result in rows:
+        ours = result["sequential_expert"]
+        lines.append(
+            "| " + " | ".join(str(value) for value in size)
+            + f" | {ours * 1e3:.1f} | {result['separate_lstms'] * 1e3:.1f} | "
+            f"{result['one_wide_lstm'] * 1e3:.1f} | {result['separate_lstms'] / ours:.2f} | "
+            f"{ours / result['one_wide_lstm']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def _machine():
+    from benchmarks.report import machine_description
+
+    return machine_description()
+
+
+def main(argv):
+    del argv
+    keras.utils.set_random_seed(0)
+    sizes = QUICK_SIZES if FLAGS.quick else SIZES
+    steps = 2 if FLAGS.quick else FLAGS.steps
+    rounds = 1 if FLAGS.quick else FLAGS.rounds
+    rows = []
+    for size in sizes:
+        result = measure(size, steps, rounds)
+        rows.append((size, result))
+        ours = result["sequential_expert"]
+        logging.info(
+            "size %s: SequentialExpert %.1f ms, separate %.2fx slower, wide LSTM %.2fx of ours",
+            size, ours * 1e3, result["separate_lstms"] / ours, result["one_wide_lstm"] / ours,
+        )  # fmt: skip
+    markdown = _markdown(rows, "python benchmarks/sequential_expert.py --write_docs", steps, rounds)
+    print(markdown)
+    if FLAGS.write_docs and not FLAGS.quick:
+        from benchmarks.report import BENCHMARKS_PAGE, write_section
+
+        write_section(BENCHMARKS_PAGE, "sequential_expert", markdown)
+        logging.info("Wrote the results to %s", BENCHMARKS_PAGE)
+
+
+if __name__ == "__main__":
+    app.run(main)
