@@ -33,6 +33,6 @@ def test_every_test_file_is_declared():
     for test_file in REPO_ROOT.glob("tests/**/*_test.py"):
         build_file = test_file.parent / "BUILD"
         text = build_file.read_text(encoding="utf-8") if build_file.exists() else ""
-        if f'srcs = ["{test_file.name}"]' not in text:
+        if f'name = "{test_file.stem}"' not in text or f'"{test_file.name}"' not in text:
             missing.append(test_file.relative_to(REPO_ROOT).as_posix())
     assert missing == []
