@@ -13,7 +13,7 @@ from mtl_layers.layers import (
     TaskEmbedding,
     TaskGate,
 )
-from mtl_layers import models, tasks
+from mtl_layers import callbacks, datasets, evaluation, export, models, tasks
 
 __version__ = "0.1.0"
 
@@ -23,7 +23,11 @@ __all__ = [
     "SequentialExpert",
     "TaskEmbedding",
     "TaskGate",
+    "callbacks",
     "compat",
+    "datasets",
+    "evaluation",
+    "export",
     "models",
     "tasks",
     "__version__",

@@ -1,5 +1,6 @@
 """Data loaders: census data (UCI Adult, Census-Income KDD) and more."""
 
 from mtl_layers.datasets import census, files, glue
+from mtl_layers.datasets import synthetic
 
-__all__ = ["census", "files", "glue"]
+__all__ = ["census", "files", "glue", "synthetic"]
