@@ -336,7 +336,7 @@ def main(argv):
         flags_given = [
             flag.serialize()
             for flag in FLAGS.get_flags_for_module(sys.modules[__name__])
-            if flag.present and flag.name != "from_results"
+            if flag.present and flag.name not in ("from_results", "output_dir")
         ]
         command = " ".join(["python examples/mmoe_census.py"] + flags_given)
         duration = "" if FLAGS.from_results else f"{seconds / 60:.0f} min "

@@ -41,7 +41,9 @@ flags.DEFINE_integer("steps_per_execution", 16, "Training steps run per call int
 flags.DEFINE_bool("quick", False, "Small data, 2 seeds, 3 epochs: checks that the script runs.")
 flags.DEFINE_string("output_dir", "runs/mmoe_synthetic", "Folder of the results JSON and plots.")
 flags.DEFINE_bool("write_docs", False, "Write the plots to docs/images/ and the tables to docs/reproductions.md.")
-flags.DEFINE_string("from_results", None, "Skip training and report the runs in this results.json file.")
+flags.DEFINE_string(
+    "from_results", None, "Skip training and report the runs in this results.json file; pass the run's other flags too."
+)
 
 FLAGS = flags.FLAGS
 TASKS = ("task_1", "task_2")
@@ -272,13 +274,34 @@ def paper_checks(table, correlations, models) -> list:
         for name in (n for n in models if n != "shared_bottom"):
             wins = [c for c in ordered if table[name][c][0] < table["shared_bottom"][c][0]]
             lines.append(
-                f"* {MODEL_LABELS[name]} beats Shared-Bottom at {len(wins)} of {len(ordered)} correlations"
-                + (f" ({', '.join(str(c) for c in wins)})." if wins else ".")
+                f"* {MODEL_LABELS[name]} beats Shared-Bottom on the mean at {len(wins)} of {len(ordered)} "
+                "correlations" + (f" ({', '.join(str(c) for c in wins)})." if wins else ".")
             )
     return lines
 
 
-def markdown_report(table, correlations, models, params, paths, command, seconds) -> str:
+def paired_wins(results, correlations, models) -> list:
+    """Return Markdown bullets: per correlation, the seeds where each MoE model beats Shared-Bottom.
+
+    Every model of one seed trains on the same data, so comparing within a seed removes
+    the spread that comes from the data draw (some draws of alpha and beta are much
+    harder to fit than others).
+    """
+    if "shared_bottom" not in models:
+        return []
+    loss = {(r["model"], r["correlation"], r["seed"]): r["test_loss"] for r in results}
+    lines = []
+    for name in (n for n in models if n != "shared_bottom"):
+        counts = []
+        for correlation in sorted(correlations):
+            seeds = [s for (m, c, s) in loss if m == name and c == correlation and ("shared_bottom", c, s) in loss]
+            wins = sum(loss[(name, correlation, s)] < loss[("shared_bottom", correlation, s)] for s in seeds)
+            counts.append(f"{correlation}: {wins}/{len(seeds)}")
+        lines.append(f"* Seeds where {MODEL_LABELS[name]} beats Shared-Bottom on the same data: " + ", ".join(counts) + ".")
+    return lines
+
+
+def markdown_report(results, table, correlations, models, params, paths, command, seconds) -> str:
     """Return the Markdown section of docs/reproductions.md."""
     from benchmarks.report import machine_description
 
@@ -305,6 +328,7 @@ def markdown_report(table, correlations, models, params, paths, command, seconds
         lines.append(f"| {MODEL_LABELS[model_name]} | " + " | ".join(cells) + " |")
     lines += ["", "Checks of the paper's findings on these runs (computed from the means above):", ""]
     lines += paper_checks(table, correlations, models)
+    lines += paired_wins(results, correlations, models)
     lines.append("")
     for kind, title in (
         ("loss_vs_correlation", "Test loss vs correlation"),
@@ -362,6 +386,12 @@ def main(argv):
         FLAGS.num_seeds = len({r["seed"] for r in results})
         correlations = [c for c in correlations if any(r["correlation"] == c for r in results)]
         logging.info("Read %d runs (%d seeds) from %s", len(results), FLAGS.num_seeds, FLAGS.from_results)
+        recorded_epochs = {len(r["test_curve"]) for r in results}
+        if recorded_epochs != {FLAGS.epochs}:
+            raise ValueError(
+                f"{FLAGS.from_results} contains runs of {sorted(recorded_epochs)} epochs but --epochs={FLAGS.epochs}. "
+                "Pass the flags of the run that wrote the file."
+            )
     for seed in range(0 if FLAGS.from_results else FLAGS.num_seeds):
         for correlation in correlations:
             for model_name in models:
@@ -392,12 +422,16 @@ def main(argv):
         from benchmarks.report import REPRODUCTIONS_PAGE, write_section
 
         command = "python examples/mmoe_synthetic.py " + " ".join(
-            flag for flag in _non_default_flags() if not flag.startswith(("--write_docs", "--from_results"))
+            flag
+            for flag in _non_default_flags()
+            if not flag.startswith(("--write_docs", "--from_results", "--output_dir"))
         )
         if FLAGS.from_results:
             # The training time of the original run is not stored in results.json.
             seconds = float("nan")
-        markdown = markdown_report(table, correlations, models, params, paths, command.strip() + " --write_docs", seconds)
+        markdown = markdown_report(
+            results, table, correlations, models, params, paths, command.strip() + " --write_docs", seconds
+        )
         write_section(REPRODUCTIONS_PAGE, "mmoe_synthetic", markdown)
         logging.info("Section mmoe_synthetic written to %s", REPRODUCTIONS_PAGE)
 
