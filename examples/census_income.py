@@ -14,6 +14,7 @@ Census-Income (KDD) is read from a folder (or downloaded with --download):
 """
 
 import json
+import sys
 import time
 
 from absl import app, flags, logging
@@ -105,6 +106,10 @@ def main(argv):
     import mtl_layers as mtl
     from mtl_layers.compat import keras
 
+    if not 0.0 < FLAGS.learning_rate < float("inf"):
+        raise app.UsageError(
+            f"--learning_rate must be a finite number > 0. Received: {FLAGS.learning_rate}"
+        )
     keras.utils.set_random_seed(FLAGS.seed)
     data = load_data()
     train = truncate(data.train, FLAGS.max_examples)
@@ -123,13 +128,21 @@ def main(argv):
     logging.info("%s: %d parameters", FLAGS.model, model.count_params())
 
     started = time.perf_counter()
-    model.fit(
-        train.to_dataset(FLAGS.batch_size, shuffle=True, seed=FLAGS.seed),
-        validation_data=data.validation.to_dataset(4096),
-        epochs=FLAGS.epochs,
-        verbose=0,
-        callbacks=[mtl.callbacks.StopOnNonFiniteLoss(), mtl.callbacks.EpochLogger(FLAGS.epochs)],
-    )
+    try:
+        history = model.fit(
+            train.to_dataset(FLAGS.batch_size, shuffle=True, seed=FLAGS.seed),
+            validation_data=data.validation.to_dataset(4096),
+            epochs=FLAGS.epochs,
+            verbose=0,
+            callbacks=[
+                mtl.callbacks.StopOnNonFiniteLoss(),
+                mtl.callbacks.ExpertUtilization(),
+                mtl.callbacks.EpochLogger(FLAGS.epochs),
+            ],
+        )
+    except mtl.callbacks.NonFiniteLossError as error:
+        logging.error("Training stopped: %s", error)
+        sys.exit(1)
     seconds = time.perf_counter() - started
     logging.info(
         "Trained in %.1f s (%.0f examples/s)", seconds, FLAGS.epochs * len(train) / seconds
@@ -148,7 +161,15 @@ def main(argv):
 
     if FLAGS.metrics_json:
         with open(FLAGS.metrics_json, "w", encoding="utf-8") as stream:
-            json.dump({"auc": results, "train_seconds": seconds, "params": model.count_params()}, stream)
+            json.dump(
+                {
+                    "auc": results,
+                    "train_seconds": seconds,
+                    "params": model.count_params(),
+                    "history": {key: [float(v) for v in values] for key, values in history.history.items()},
+                },
+                stream,
+            )
     if FLAGS.keras_model_path:
         model.save(FLAGS.keras_model_path)
         logging.info("Keras model written to %s", FLAGS.keras_model_path)

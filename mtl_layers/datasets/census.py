@@ -150,9 +150,15 @@ def _numeric(values: np.ndarray, name: str, path: pathlib.Path) -> np.ndarray:
     try:
         result = values.astype(np.float32)
     except ValueError as error:
-        raise ValueError(f"{path}: column {name!r} holds a non-numeric value ({error}).") from error
+        raise ValueError(
+            f"{path}: column {name!r} contains an invalid (non-numeric) value: {error}. "
+            "The file is corrupt or not the official file."
+        ) from error
     if not np.all(np.isfinite(result)):
-        raise ValueError(f"{path}: column {name!r} holds NaN or infinite values.")
+        raise ValueError(
+            f"{path}: column {name!r} contains NaN or infinite values. The file is corrupt "
+            "or not the official file."
+        )
     return result
 
 

@@ -142,7 +142,7 @@ def resolve_features(features, model_inputs=None):
     """Return `(model_inputs, encoded_tensor)` from a feature tensor or FeatureSpecs.
 
     Args:
-        features: A symbolic Keras tensor that holds encoded features, or a sequence of
+        features: A symbolic Keras tensor of encoded features, or a sequence of
             `FeatureSpec`s, from which named raw inputs and preprocessing are created.
         model_inputs: The model inputs that `features` was computed from, when it is not
             itself a `keras.Input`. Unused with FeatureSpecs.

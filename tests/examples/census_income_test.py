@@ -100,3 +100,45 @@ def test_export_predicts_without_library(main_job):
                                        else tf.constant(values[rows].astype(str)) for name, values in test.features.items()})
     for task in ("income", "never_married"):
         np.testing.assert_allclose(served[task], np.asarray(expected[task]).reshape(-1), rtol=1e-5, atol=1e-6)
+
+
+# Runs the main job on Adult with every training label set to NaN.
+NAN_LABELS_DRIVER = textwrap.dedent(
+    """
+    import importlib.util, sys
+    import numpy as np
+    from absl import app
+
+    spec = importlib.util.spec_from_file_location("census_income", sys.argv[1])
+    job = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(job)
+    original_load_data = job.load_data
+
+    def load_data_with_nan_labels():
+        data = original_load_data()
+        data.train.labels["income"] = np.full_like(data.train.labels["income"], np.nan)
+        return data
+
+    job.load_data = load_data_with_nan_labels
+    app.run(job.main, argv=["census_income", "--epochs=1", "--max_examples=2048", "--export_dir="])
+    """
+)
+
+
+def test_main_job_stops_on_nan_loss():
+    result = subprocess.run(
+        [sys.executable, "-c", NAN_LABELS_DRIVER, str(SCRIPT)],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "Training stopped: The training loss became nan at epoch 1, batch" in result.stderr
+    assert "lower the learning rate" in result.stderr
+
+
+def test_main_job_rejects_bad_learning_rate():
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--learning_rate=nan", "--export_dir="],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "--learning_rate must be a finite number > 0. Received: nan" in result.stderr
