@@ -19,6 +19,7 @@ the tables go to this script's section of `docs/reproductions.md`:
 """
 
 import os
+import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -242,7 +243,7 @@ def main(argv):
         synthetic = run_synthetic(models, seeds, epochs, num_examples)
     if "movielens" in FLAGS.experiments:
         movielens = run_movielens(models, seeds, epochs, 40 if FLAGS.quick else None)
-    command = "python examples/mose_experiments.py" + (" --quick" if FLAGS.quick else " --write_docs")
+    command = " ".join(["python"] + sys.argv)
     markdown = _markdown(synthetic, movielens, command, seeds, epochs)
     print(markdown)
     if FLAGS.write_docs and not FLAGS.quick:

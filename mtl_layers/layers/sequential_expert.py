@@ -8,6 +8,72 @@ from mtl_layers.layers import _initializers, _validation
 _NUM_GATES = 4
 
 
+class _StepConstants:
+    """Values that the step cell reads from its `SequentialExpert` during one call.
+
+    A plain object, so neither Keras mode tracks the variable it refers to a second time.
+    """
+
+    def __init__(self):
+        self.recurrent_kernel = None
+        self.recurrent_mask = None
+
+
+class _ExpertStepCell(keras.layers.Layer):
+    """One LSTM step of all experts, for `keras.layers.RNN`; it owns no weights.
+
+    The states are the hidden and cell states of all experts, flattened to
+    `(batch_size, num_experts * units)` because `keras.layers.RNN` masks states with a
+    batch-first layout. The step input is the projection x_t W_e + b_e of every expert and
+    gate, `(batch_size, num_experts * 4 * units)`.
+    """
+
+    def __init__(self, num_experts, units, activation, recurrent_activation, constants, **kwargs):
+        super().__init__(**kwargs)
+        self.num_experts = num_experts
+        self.units = units
+        self.activation = activation
+        self.recurrent_activation = recurrent_activation
+        self.state_size = [num_experts * units, num_experts * units]
+        self.output_size = num_experts * units
+        self._constants = constants
+
+    def build(self, input_shape):
+        self.built = True
+
+    def call(self, inputs, states):
+        hidden, cell = states
+        batch_size = ops.shape(inputs)[0]
+        recurrent_input = hidden
+        if self._constants.recurrent_mask is not None:
+            recurrent_input = hidden * self._constants.recurrent_mask
+        recurrent_kernel = ops.cast(self._constants.recurrent_kernel, inputs.dtype)
+
+        # h_{t-1} U_e for all experts in one batched product over the expert axis:
+        # (E, B, U) @ (E, U, 4U) -> (E, B, 4U), then back to (B, E, 4U).
+        recurrent_input = ops.transpose(
+            ops.reshape(recurrent_input, (batch_size, self.num_experts, self.units)), (1, 0, 2)
+        )
+        recurrent_projection = ops.transpose(ops.matmul(recurrent_input, recurrent_kernel), (1, 0, 2))
+        gates = (
+            ops.reshape(inputs, (batch_size, self.num_experts, _NUM_GATES * self.units))
+            + recurrent_projection
+        )
+        input_gate, forget_gate, candidate, output_gate = ops.split(gates, _NUM_GATES, -1)
+
+        # c_t = f * c_{t-1} + i * tanh(z_c),  h_t = o * tanh(c_t)
+        cell = ops.reshape(cell, (batch_size, self.num_experts, self.units))
+        new_cell = self.recurrent_activation(forget_gate) * cell + self.recurrent_activation(
+            input_gate
+        ) * self.activation(candidate)
+        new_hidden = self.recurrent_activation(output_gate) * self.activation(new_cell)
+
+        flat_size = self.num_experts * self.units
+        new_hidden = ops.reshape(new_hidden, (batch_size, flat_size))
+        new_cell = ops.reshape(new_cell, (batch_size, flat_size))
+        return new_hidden, [new_hidden, new_cell]
+
+
 @register_serializable
 class SequentialExpert(keras.layers.Layer):
     """A bank of LSTM experts that all read the same sequence, in one recurrent loop.
@@ -135,6 +201,20 @@ class SequentialExpert(keras.layers.Layer):
             keras.layers.Dropout(self.recurrent_dropout) if self.recurrent_dropout > 0 else None
         )
 
+        self._step_constants = _StepConstants()
+        self.expert_loop = keras.layers.RNN(
+            _ExpertStepCell(
+                self.num_experts,
+                self.units,
+                self.activation,
+                self.recurrent_activation,
+                self._step_constants,
+                name="expert_step",
+            ),
+            return_sequences=self.return_sequences,
+            name="expert_loop",
+        )
+
     def build(self, input_shape):
         input_shape = tuple(input_shape)
         if len(input_shape) != 3:
@@ -178,6 +258,7 @@ class SequentialExpert(keras.layers.Layer):
             )
         else:
             self.bias = None
+        self._step_constants.recurrent_kernel = self.recurrent_kernel
         super().build(input_shape)
 
     def _bias_initializer(self, shape, dtype=None):
@@ -203,65 +284,32 @@ class SequentialExpert(keras.layers.Layer):
         if self.input_dropout_layer is not None:
             inputs = self.input_dropout_layer(inputs, training=training)
 
-        # x_t [W_1 | ... | W_E] (+ b) for every step, expert and gate in one matrix product,
-        # then laid out time-major and expert-major: (time, num_experts, batch, 4 * units).
+        # x_t [W_1 | ... | W_E] (+ b) for every step, expert and gate in one matrix product:
+        # (batch, time, num_experts * 4 * units), expert-major along the last axis.
         fused_kernel = ops.reshape(self.kernel, (input_dim, self.num_experts * gate_units))
-        projections = ops.matmul(ops.reshape(inputs, (-1, input_dim)), fused_kernel)
-        projections = ops.reshape(
-            projections, (batch_size, time_steps, self.num_experts, gate_units)
-        )
+        projections = ops.matmul(inputs, fused_kernel)
         if self.bias is not None:
-            projections = projections + self.bias
-        projections = ops.transpose(projections, (1, 2, 0, 3))
+            projections = projections + ops.reshape(self.bias, (-1,))
 
-        state_shape = (self.num_experts, batch_size, self.units)
         recurrent_mask = None
         if self.recurrent_dropout_layer is not None and training:
             recurrent_mask = self.recurrent_dropout_layer(
-                ops.ones(state_shape, dtype=projections.dtype), training=training
+                ops.ones((batch_size, self.num_experts * self.units), dtype=projections.dtype),
+                training=training,
             )
-        recurrent_kernel = ops.cast(self.recurrent_kernel, projections.dtype)
 
-        if mask is not None:
-            # The mask travels as one more column of the projections, because the TensorFlow
-            # `ops.scan` of Keras 3.15 fails on several sequences with an unknown length.
-            step_mask = ops.cast(ops.transpose(mask), projections.dtype)
-            step_mask = ops.broadcast_to(
-                ops.reshape(step_mask, (time_steps, 1, batch_size, 1)),
-                (time_steps, self.num_experts, batch_size, 1),
-            )
-            projections = ops.concatenate([projections, step_mask], axis=-1)
-
-        def step(carry, step_inputs):
-            hidden, cell = carry
-            step_projection = step_inputs[..., :gate_units]
-            recurrent_input = hidden if recurrent_mask is None else hidden * recurrent_mask
-            # h_{t-1} U_e for all experts at once: (E, B, U) @ (E, U, 4U) -> (E, B, 4U).
-            gates = step_projection + ops.matmul(recurrent_input, recurrent_kernel)
-            input_gate, forget_gate, candidate, output_gate = ops.split(gates, _NUM_GATES, -1)
-            new_cell = self.recurrent_activation(forget_gate) * cell + self.recurrent_activation(
-                input_gate
-            ) * self.activation(candidate)
-            new_hidden = self.recurrent_activation(output_gate) * self.activation(new_cell)
-            if mask is not None:
-                # Padded step: keep the state (and so repeat the previous output).
-                keep = step_inputs[..., gate_units:] > 0.5
-                new_cell = ops.where(keep, new_cell, cell)
-                new_hidden = ops.where(keep, new_hidden, hidden)
-            # The TensorFlow `ops.scan` needs the per-step outputs to match the carry's
-            # structure, so the cell sequence is stacked too and then dropped.
-            return (new_hidden, new_cell), (new_hidden, new_cell)
-
-        initial_state = (
-            ops.zeros(state_shape, dtype=projections.dtype),
-            ops.zeros(state_shape, dtype=projections.dtype),
-        )
-        (last_hidden, _), (hidden_sequence, _) = ops.scan(step, initial_state, projections)
+        # `keras.layers.RNN` runs the loop over time and applies the mask: at a padded step
+        # it keeps the states and repeats the previous output (zeros before the first valid
+        # step), and with `return_sequences=False` it returns the last valid step's output.
+        self._step_constants.recurrent_mask = recurrent_mask
+        try:
+            outputs = self.expert_loop(projections, mask=mask)
+        finally:
+            self._step_constants.recurrent_mask = None
 
         if self.return_sequences:
-            # (time, num_experts, batch, units) -> (batch, time, num_experts, units).
-            return ops.transpose(hidden_sequence, (2, 0, 1, 3))
-        return ops.transpose(last_hidden, (1, 0, 2))
+            return ops.reshape(outputs, (batch_size, time_steps, self.num_experts, self.units))
+        return ops.reshape(outputs, (batch_size, self.num_experts, self.units))
 
     def _check_mask(self, mask, inputs):
         if len(mask.shape) != 2:
