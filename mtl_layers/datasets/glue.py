@@ -31,8 +31,8 @@ from mtl_layers.datasets import files
 TASK_NAMES = ("CoLA", "MRPC", "RTE", "STS-B", "SST-2")
 SPLITS = ("train", "dev")
 
-# SHA-256 of each file as written by GLUE's download script (GLUE's test splits have
-# no public labels and are not read).
+# SHA-256 of the train and dev files in the layout of GLUE's download script (GLUE's
+# test splits have no public labels and are not read).
 SHA256 = {
     ("CoLA", "train"): "cb368ebeb9f27d7ad03720d27ddc95687a311bdb100781a2fe59a5f5b1bc0624",
     ("CoLA", "dev"): "8c013e21dc39957cac37378d87bebe225b694a0d5fe13eded66c2856628833fd",
@@ -137,6 +137,9 @@ def task_file(
 
 
 def _download_task(task: str, cache: pathlib.Path) -> None:
+    # NOTE: this path has not been run against the live archives. The pinned digests are
+    # those of the tested local copies, so an archive whose files differ in any byte
+    # raises ChecksumError and leaves nothing in the cache.
     target = cache / task
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{task}.", dir=cache))
