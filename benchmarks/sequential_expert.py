@@ -30,12 +30,18 @@ from mtl_layers.compat import IS_KERAS_2, keras  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_bool("quick", False, "Tiny sizes and few steps, to check that the script runs.")
-flags.DEFINE_integer("steps", 10, "Timed training steps per variant and size.")
+flags.DEFINE_integer("steps", 5, "Timed training steps per variant and size.")
 flags.DEFINE_integer("rounds", 3, "Alternating rounds over the variants; the median is kept.")
 flags.DEFINE_bool("write_docs", False, "Write the results into docs/benchmarks.md.")
 
 # (batch, time, features, experts, units)
-SIZES = ((256, 50, 32, 4, 32), (256, 50, 32, 8, 32), (256, 50, 64, 4, 64), (512, 100, 32, 8, 16))
+SIZES = (
+    (32, 50, 32, 4, 32),
+    (32, 50, 32, 8, 32),
+    (64, 100, 32, 8, 16),
+    (256, 50, 32, 4, 32),
+    (256, 50, 32, 8, 32),
+)
 QUICK_SIZES = ((16, 8, 4, 2, 4),)
 
 

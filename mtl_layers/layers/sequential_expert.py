@@ -20,7 +20,7 @@ class _StepConstants:
 
 
 class _ExpertStepCell(keras.layers.Layer):
-    """One LSTM step of all experts, for `keras.layers.RNN`; it owns no weights.
+    """One LSTM step of all experts, run by `keras.layers.RNN`. It owns no weights.
 
     The states are the hidden and cell states of all experts, flattened to
     `(batch_size, num_experts * units)` because `keras.layers.RNN` masks states with a
@@ -92,7 +92,8 @@ class SequentialExpert(keras.layers.Layer):
 
     All experts advance together: the input projections x_t W_e of every expert and every
     gate are one matrix product over all time steps before the loop (one fused kernel of
-    `features x (num_experts * 4 * units)`), and inside the loop the recurrent products
+    `features x (num_experts * 4 * units)`). A `keras.layers.RNN` then runs the loop over
+    a step cell whose state is all experts' states, and in that cell the recurrent products
     h_{t-1} U_e are one batched matrix product over the expert axis. The cost per step is
     that of one LSTM of `units` units times `num_experts` in the batch, not of `num_experts`
     separate layers, and far less than one LSTM of `num_experts * units` units, whose
