@@ -28,6 +28,7 @@ EXTRAS_REQUIRE = {
     "datasets": ["tensorflow-datasets>=4.9.9,<4.10"],
     "examples": ["matplotlib>=3.8,<4"],
     "notebooks": ["nbclient>=0.10,<0.12", "nbformat>=5.10,<6", "ipykernel>=6.29,<8"],
+    "backends": ["jax==0.10.2", "jaxlib==0.10.2", "torch==2.13.0"],
 }
 EXTRAS_REQUIRE["test"] = sorted(
     {
