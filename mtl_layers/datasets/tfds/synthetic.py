@@ -69,9 +69,9 @@ def mmoe_config(
     # before anything is written.
     mmoe._check_arguments(num_train + num_test, correlation, input_dim, 10, 1.0, 0.1, seed)
     return MmoeSyntheticConfig(
-        name=f"correlation_{correlation:g}_train_{num_train}_test_{num_test}_dim_{input_dim}_seed_{seed}",
+        name=f"correlation_{float(correlation)}_train_{num_train}_test_{num_test}_dim_{input_dim}_seed_{seed}",
         description=(
-            f"Task correlation {correlation:g}, {num_train} train and {num_test} test examples, "
+            f"Task correlation {float(correlation)}, {num_train} train and {num_test} test examples, "
             f"input dimension {input_dim}, seed {seed}."
         ),
         correlation=float(correlation),
@@ -118,9 +118,9 @@ def sequential_config(
     # A one-example draw checks every parameter the way the generator does.
     sequential.sequential_regression(1, correlation, sparsity=[0.0, 0.0, sparsity, sparsity], seed=seed)
     return SequentialSyntheticConfig(
-        name=f"correlation_{correlation:g}_sparsity_{sparsity:g}_train_{num_train}_test_{num_test}_seed_{seed}",
+        name=f"correlation_{float(correlation)}_sparsity_{float(sparsity)}_train_{num_train}_test_{num_test}_seed_{seed}",
         description=(
-            f"Task correlation {correlation:g}, sparse-source sparsity {sparsity:g}, "
+            f"Task correlation {float(correlation)}, sparse-source sparsity {float(sparsity)}, "
             f"{num_train} train and {num_test} test sequences, seed {seed}."
         ),
         correlation=float(correlation),
@@ -162,7 +162,7 @@ class MmoeSynthetic(tfds.core.GeneratorBasedBuilder):
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "First release."}
     BUILDER_CONFIGS = [
-        _short_name(mmoe_config(correlation), f"correlation_{correlation:g}")
+        _short_name(mmoe_config(correlation), f"correlation_{float(correlation)}")
         for correlation in (0.5, 0.9, 1.0)
     ]
 
@@ -228,7 +228,7 @@ class SequentialSynthetic(tfds.core.GeneratorBasedBuilder):
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "First release."}
     BUILDER_CONFIGS = [
-        _short_name(sequential_config(correlation, sparsity), f"correlation_{correlation:g}_sparsity_{sparsity:g}")
+        _short_name(sequential_config(correlation, sparsity), f"correlation_{float(correlation)}_sparsity_{float(sparsity)}")
         for correlation in (0.2, 0.9)
         for sparsity in (0.0, 0.9)
     ]

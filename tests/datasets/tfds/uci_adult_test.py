@@ -1,5 +1,6 @@
 """Tests of the `uci_adult` TFDS builder on fake files and on the real UCI files."""
 
+import os
 import pathlib
 from unittest import mock
 
@@ -12,6 +13,14 @@ from mtl_layers.datasets.tfds import uci_adult
 
 FAKE_DIR = pathlib.Path(__file__).resolve().parent.parent / "tfds_fake_data" / "uci_adult"
 FAKE_SHA256 = {name: files.content_sha256(FAKE_DIR / name) for name in census.ADULT_SHA256}
+
+
+# Preparing the real files takes most of the time of these tests. The builders run no
+# Keras code, so only the Keras 3 run of tests/run.sh prepares them.
+keras3_run_only = pytest.mark.skipif(
+    os.environ.get("TF_USE_LEGACY_KERAS") == "1",
+    reason="real files are prepared in the Keras 3 run only; the builders run no Keras code",
+)
 
 
 class UciAdultTest(tfds.testing.DatasetBuilderTestCase):
@@ -71,6 +80,7 @@ def test_changed_file_fails_checksum(tmp_path):
         _prepare("group1", tmp_path, FAKE_DIR)
 
 
+@keras3_run_only
 def test_real_files_row_counts(tmp_path, data_file):
     manual_dir = data_file("uci-adult/adult.data").parent.parent
     with mock.patch.object(tfds.download.DownloadManager, "download", side_effect=AssertionError("network")):
