@@ -17,9 +17,9 @@ of its Keras modes: Keras 3 and tf_keras (`TF_USE_LEGACY_KERAS=1`); the comparis
 against the faster mode. `import deepctr` queries PyPI for newer versions, so the worker
 blocks outgoing connections before it imports DeepCTR.
 
-Feature handling, identical for both libraries: categorical columns are indexed with the
-training vocabulary (index 0 for unknown values) and embedded in 4 dimensions; numeric
-columns are standardised with the training mean and variance. This library's models take
+Feature handling is identical for both libraries. Categorical columns are indexed with
+the training vocabulary (index 0 for unknown values) and embedded in 4 dimensions.
+Numeric columns are standardised with the training mean and variance. This library's models take
 the raw strings and numbers and do both steps inside the model (`FeatureSpec`); DeepCTR
 takes the integer indices and standardised numbers, computed beforehand, as its users do.
 
@@ -69,6 +69,7 @@ flags.DEFINE_bool("write_docs", False, "Write the table to docs/benchmarks.md.")
 flags.DEFINE_string("worker", None, "Internal: run DeepCTR on --worker_data and write --worker_output.")
 flags.DEFINE_string("worker_data", None, "Internal: the .npz file the worker reads.")
 flags.DEFINE_string("worker_output", None, "Internal: the JSON file the worker writes.")
+flags.DEFINE_integer("worker_seed", None, "Internal: the one seed the worker trains.")
 
 FLAGS = flags.FLAGS
 
@@ -178,7 +179,7 @@ def run_deepctr_worker():
     single = {name: values[:1] for name, values in test_x.items()}
 
     results = []
-    for seed in range(meta["num_seeds"]):
+    for seed in [FLAGS.worker_seed]:
         for model_name in meta["models"]:
             keras.utils.set_random_seed(seed)
             if model_name == "mmoe":
@@ -222,6 +223,7 @@ def run_deepctr_worker():
                 "latency_ms": batch_one_latency_ms(model, single, meta["latency_calls"]),
                 "expert_similarity_init": similarity_init,
                 "expert_similarity_trained": mean_pairwise_cosine(expert_kernels()) if model_name == "mmoe" else None,
+                "load_average": os.getloadavg()[0],
             }
             print(json.dumps(result), flush=True)
             results.append(result)
@@ -346,7 +348,7 @@ def training_dataset(split, batch_size: int, seed: int):
 def indexed_arrays(data):
     """Return train and test inputs as one int32 index matrix and one float32 matrix.
 
-    Column j of "categorical" holds feature j's vocabulary index (0 for unknown values)
+    Column j of "categorical" contains feature j's vocabulary index (0 for unknown values)
     plus an offset, so that one embedding table of all vocabularies serves every feature.
     The indices and standardised numbers are the ones the DeepCTR worker receives.
     """
@@ -404,7 +406,7 @@ def build_ours(model_name, data, indexed_vocabulary_size=None):
     return model
 
 
-def run_ours(data, indexed: bool):
+def run_ours(data, indexed: bool, seeds):
     """Train this library's models for every seed; return one result dict per run.
 
     With `indexed` the models read the pre-indexed arrays that DeepCTR reads, through one
@@ -425,7 +427,7 @@ def run_ours(data, indexed: bool):
     test = Split(features=test_inputs, labels=data.test.labels)
     single = {name: values[:1] for name, values in test_inputs.items()}
     results = []
-    for seed in range(FLAGS.num_seeds):
+    for seed in seeds:
         for model_name in FLAGS.models:
             keras.utils.set_random_seed(seed)
             model = build_ours(model_name, data, vocabulary_size)
@@ -448,32 +450,31 @@ def run_ours(data, indexed: bool):
                 "latency_ms": batch_one_latency_ms(model, single, FLAGS.latency_calls),
                 "expert_similarity_init": similarity_init,
                 "expert_similarity_trained": mean_pairwise_cosine(expert_kernels()) if model_name == "mmoe" else None,
+                "load_average": os.getloadavg()[0],
             }
             logging.info("%s: %s", library, json.dumps(result))
             results.append(result)
     return results
 
 
-def run_deepctr(python: pathlib.Path, data, mode: str, output_dir: pathlib.Path):
-    """Run the DeepCTR worker in one Keras mode; return its result dicts."""
-    data_path = output_dir / f"deepctr_{mode}.npz"
-    output_path = output_dir / f"deepctr_{mode}.json"
-    encode_for_deepctr(data, mode, data_path)
+def run_deepctr(python: pathlib.Path, mode: str, data_path: pathlib.Path, seed: int):
+    """Run the DeepCTR worker in one Keras mode for one seed; return its result dicts."""
+    output_path = data_path.with_name(f"deepctr_{mode}_seed{seed}.json")
     environment = dict(os.environ)
     environment.pop("TF_USE_LEGACY_KERAS", None)
     if mode == "tf_keras":
         environment["TF_USE_LEGACY_KERAS"] = "1"
     environment.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     command = [
-        str(python), str(pathlib.Path(__file__).resolve()), f"--worker={mode}",
+        str(python), str(pathlib.Path(__file__).resolve()), f"--worker={mode}", f"--worker_seed={seed}",
         f"--worker_data={data_path}", f"--worker_output={output_path}",
     ]  # fmt: skip
-    logging.info("DeepCTR (%s): %d seeds x %s", mode, FLAGS.num_seeds, FLAGS.models)
+    logging.info("DeepCTR (%s): seed %d, %s", mode, seed, FLAGS.models)
     with subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, text=True) as process:
         for line in process.stdout:
             logging.info("DeepCTR %s: %s", mode, line.strip())
     if process.returncode != 0:
-        raise RuntimeError(f"The DeepCTR worker ({mode}) failed with exit status {process.returncode}; see the log above.")
+        raise RuntimeError(f"The DeepCTR worker ({mode}, seed {seed}) failed with exit status {process.returncode}; see the log above.")
     return json.loads(output_path.read_text(encoding="utf-8"))
 
 
@@ -493,6 +494,8 @@ def summarize(results):
         for field in ("examples_per_second", "latency_ms", "expert_similarity_init", "expert_similarity_trained"):
             values = [run[field] for run in runs if run[field] is not None]
             summary[field] = (float(np.mean(values)), float(np.std(values))) if values else None
+        loads = [run["load_average"] for run in runs if run.get("load_average") is not None]
+        summary["load_average"] = (min(loads), max(loads)) if loads else None
         table[key] = summary
     return table
 
@@ -563,6 +566,14 @@ def markdown_report(table, data, models, command, seconds) -> str:
             f"| {library} | {MODEL_LABELS[model_name]} | {summary['params']:,} | " + " | ".join(cells)
             + f" | {speed[0]:,.0f} ± {speed[1]:,.0f} | {latency[0]:.2f} | {similarity} |"
         )
+    loads = [value for summary in table.values() if summary["load_average"] for value in summary["load_average"]]
+    if loads:
+        lines += [
+            "",
+            f"1-minute load average after each run: {min(loads):.1f} to {max(loads):.1f} on {os.cpu_count()} "
+            "cores. Throughput from a run with a load above the core count measures the share of the CPU "
+            "each library received as much as its speed.",
+        ]
     lines += ["", "Targets (AUC within one standard deviation of DeepCTR's or better; throughput ≥ 2×):", ""]
     lines += verdicts(table, models)
     return "\n".join(lines)
@@ -604,9 +615,19 @@ def main(argv):
     data = load_data()
     logging.info("%s: %d train, %d test examples.", data.name, len(data.train), len(data.test))
 
-    results = run_ours(data, indexed=False) + run_ours(data, indexed=True)
+    data_paths = {}
     for mode in FLAGS.deepctr_modes:
-        results += run_deepctr(python, data, mode, output_dir)
+        data_paths[mode] = output_dir / f"deepctr_{mode}.npz"
+        encode_for_deepctr(data, mode, data_paths[mode])
+
+    # Libraries take turns within each seed, so that a change in the machine's load during
+    # the run affects every library alike instead of whichever runs last.
+    results = []
+    for seed in range(FLAGS.num_seeds):
+        results += run_ours(data, indexed=False, seeds=[seed])
+        results += run_ours(data, indexed=True, seeds=[seed])
+        for mode in FLAGS.deepctr_modes:
+            results += run_deepctr(python, mode, data_paths[mode], seed)
     seconds = time.perf_counter() - started
     (output_dir / "results.json").write_text(json.dumps(results), encoding="utf-8")
 
