@@ -211,9 +211,12 @@ class SequentialExpert(keras.layers.Layer):
                 self.recurrent_activation,
                 self._step_constants,
                 name="expert_step",
+                dtype=self.dtype_policy,
             ),
             return_sequences=self.return_sequences,
             name="expert_loop",
+            # The loop runs in this layer's dtype; the global policy could differ.
+            dtype=self.dtype_policy,
         )
 
     def build(self, input_shape):

@@ -20,7 +20,9 @@ def test_every_rating_appears_once(sequences):
     assert sum(int(split.mask.sum()) for split in splits) == 100_000
     users = [set(split.user_id.tolist()) for split in splits]
     assert len(users[0] | users[1] | users[2]) == 943
-    assert not users[0] & users[2] and not users[0] & users[1] and not users[1] & users[2]
+    assert not users[0] & users[1]
+    assert not users[0] & users[2]
+    assert not users[1] & users[2]
     counts = np.bincount(
         np.concatenate([split.labels["rating"][split.mask] for split in splits]).astype(int)
     )

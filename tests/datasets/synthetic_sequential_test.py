@@ -13,7 +13,8 @@ def test_shapes_and_mask():
     assert data["mask"].shape == (50, 20)
     assert data["labels"]["task_1"].shape == (50, 20)
     np.testing.assert_array_equal(data["mask"].sum(1), params.lengths)
-    assert params.lengths.min() >= 5 and params.lengths.max() <= 20
+    assert params.lengths.min() >= 5
+    assert params.lengths.max() <= 20
     assert not data["sequence"][~data["mask"]].any()
     assert not data["labels"]["task_2"][~data["mask"]].any()
 
@@ -58,7 +59,8 @@ def test_left_padding_moves_valid_steps_to_the_end():
     left, left_params = sequential_regression(20, 0.5, padding="left", seed=4)
     np.testing.assert_array_equal(left_params.lengths, right_params.lengths)
     for row, length in enumerate(right_params.lengths):
-        assert left["mask"][row, -length:].all() and not left["mask"][row, :-length].any()
+        assert left["mask"][row, -length:].all()
+        assert not left["mask"][row, :-length].any()
         np.testing.assert_array_equal(left["sequence"][row, -length:], right["sequence"][row, :length])
         np.testing.assert_array_equal(
             left["labels"]["task_1"][row, -length:], right["labels"]["task_1"][row, :length]

@@ -66,6 +66,12 @@ def test_output_shapes():
     assert layer.compute_output_shape((None, None, FEATURES)) == (None, None, 3, 7)
 
 
+def test_layer_dtype_reaches_outputs():
+    # The recurrent loop is a sublayer; it must run in this layer's dtype, not the global one.
+    outputs = mtl.SequentialExpert(2, 3, dtype="float64")(_inputs(), mask=MASK)
+    assert outputs.dtype == tf.float64
+
+
 def test_matches_numpy_reference_with_mask():
     x = _inputs()
     layer = mtl.SequentialExpert(3, 4)
