@@ -1,0 +1,126 @@
+"""Pytest plugin for running the layer and model-builder tests on JAX and PyTorch.
+
+`tests/run.sh` loads it with `-p keras_backend_plugin` when `KERAS_BACKEND` is `jax` or
+`torch`. The library code is backend-neutral, but some tests check it with TensorFlow
+tools (`tf.GradientTape`, `tf.saved_model`, `Tensor.numpy()`), or with raw string
+features, which Keras preprocessing layers look up inside a model only on the TensorFlow
+backend. This plugin skips exactly those tests, each with its reason, and marks as
+expected failures (strict, so a fix shows up) the tests that fail because of a known
+library bug on that backend. `tests/scale/backends_test.py` compares every layer's
+outputs and training step with TensorFlow on both backends, so the skipped checks of
+numbers are still covered there.
+
+On the TensorFlow backend the plugin changes nothing.
+"""
+
+import os
+
+import pytest
+
+GRADIENT_TAPE = "computes gradients with tf.GradientTape, which sees only TensorFlow variables"
+NUMPY_METHOD = "reads outputs or weights with `.numpy()`, which JAX arrays do not have"
+TORCH_NUMPY = (
+    "converts layer outputs with np.asarray; PyTorch refuses it for tensors that require "
+    "grad (use keras.ops.convert_to_numpy)"
+)
+SAVED_MODEL = "exports with tf.function and tf.saved_model, which trace TensorFlow tensors only"
+STRING_FEATURES = (
+    "feeds raw string features; StringLookup runs inside a model only on the TensorFlow "
+    "backend (on other backends, look strings up in the tf.data pipeline)"
+)
+
+# {test file: {test function: {backend: reason}}}
+SKIPPED = {
+    "tests/layers/expert_bank_test.py": {
+        "test_expert_bank_gradients_reach_every_expert": {"jax": GRADIENT_TAPE, "torch": GRADIENT_TAPE},
+        "test_expert_bank_dropout_only_in_training": {"torch": TORCH_NUMPY},
+        "test_expert_bank_extreme_inputs_finite": {"torch": TORCH_NUMPY},
+        "test_expert_bank_matches_reference": {"torch": TORCH_NUMPY},
+        "test_expert_bank_rank3_matches_rank2": {"torch": TORCH_NUMPY},
+    },
+    "tests/layers/task_gate_test.py": {
+        "test_task_gate_gradients_reach_gate_and_experts": {"jax": GRADIENT_TAPE, "torch": GRADIENT_TAPE},
+        **{
+            name: {"torch": TORCH_NUMPY}
+            for name in (
+                "test_task_gate_extreme_logits_finite",
+                "test_task_gate_float32_under_mixed_precision",
+                "test_task_gate_load_balance_loss",
+                "test_task_gate_matches_softmax_reference",
+                "test_task_gate_noise_only_in_training",
+                "test_task_gate_time_axis_gates_each_step",
+                "test_task_gate_top_k_zeros_the_rest",
+                "test_task_gate_utilization_tracks_training",
+                "test_task_gate_weights_sum_to_one",
+            )
+        },
+    },
+    "tests/layers/hypergrid_dense_test.py": {
+        "test_gradients_reach_every_weight": {"jax": GRADIENT_TAPE, "torch": GRADIENT_TAPE},
+        "test_saved_model_export_with_task_id": {"jax": SAVED_MODEL, "torch": SAVED_MODEL},
+        **{
+            name: {"jax": NUMPY_METHOD, "torch": TORCH_NUMPY}
+            for name in (
+                "test_activation_is_applied",
+                "test_gate_differs_between_tasks",
+                "test_global_mode_ignores_conditioning",
+                "test_matches_naive_reference",
+                "test_one_block_per_matrix_scales_whole_kernel",
+                "test_task_embedding_looks_up_rows",
+            )
+        },
+    },
+    "tests/layers/sequential_expert_test.py": {
+        "test_gradients_finite_with_nan_padding": {"jax": GRADIENT_TAPE, "torch": GRADIENT_TAPE},
+        "test_gradients_reach_every_expert": {"jax": GRADIENT_TAPE, "torch": GRADIENT_TAPE},
+        "test_saved_model_export": {"jax": SAVED_MODEL, "torch": SAVED_MODEL},
+        **{
+            name: {"jax": NUMPY_METHOD, "torch": TORCH_NUMPY}
+            for name in (
+                "test_dropout_only_in_training",
+                "test_embedding_mask_is_used",
+                "test_float_mask_equals_bool_mask",
+                "test_functional_model_with_unknown_time",
+                "test_keras_file_round_trip",
+                "test_left_padding_equals_unpadded_sequence",
+                "test_matches_keras_lstm_per_expert",
+                "test_matches_numpy_reference_with_mask",
+                "test_padded_steps_carry_state",
+                "test_padded_steps_do_not_change_valid_outputs",
+                "test_task_gate_per_step_equals_per_step_calls",
+                "test_task_gate_time_axis_in_functional_model",
+            )
+        },
+    },
+    "tests/models/builders_test.py": {
+        name: {"jax": STRING_FEATURES, "torch": STRING_FEATURES}
+        for name in (
+            "test_builder_outputs_named_per_task",
+            "test_builder_trains_with_both_label_shapes",
+            "test_model_keras_file_round_trip",
+        )
+    },
+}
+
+
+def _backend():
+    import keras
+
+    return keras.backend.backend()
+
+
+def pytest_report_header(config):
+    return f"Keras backend: {_backend()} (KERAS_BACKEND={os.environ.get('KERAS_BACKEND', '')!r})"
+
+
+def pytest_collection_modifyitems(config, items):
+    backend = _backend()
+    if backend == "tensorflow":
+        return
+    root = str(config.rootpath)
+    for item in items:
+        relative = os.path.relpath(str(item.path), root).replace(os.sep, "/")
+        function_name = getattr(item, "originalname", None) or item.name.split("[")[0]
+        reason = SKIPPED.get(relative, {}).get(function_name, {}).get(backend)
+        if reason is not None:
+            item.add_marker(pytest.mark.skip(reason=f"{backend} backend: test {reason}"))
