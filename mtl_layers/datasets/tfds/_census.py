@@ -1,9 +1,9 @@
 """Features and examples shared by the UCI Adult and Census-Income (KDD) builders.
 
 Rows are parsed and labelled by `mtl_layers.datasets.census`, so a builder's examples
-hold the same values as the arrays of `census.load_adult` and `census.load_census_kdd`:
-numeric columns as float32, the other columns as strings (`?` marks a missing value),
-and the two task labels of the task group as float32 0/1.
+contain the same values as the arrays of `census.load_adult` and `census.load_census_kdd`.
+Numeric columns are float32, the other columns strings (`?` marks a missing value), and
+the two task labels of the task group float32 0/1.
 """
 
 import dataclasses

@@ -5,9 +5,9 @@
 gives `(inputs, labels)` dicts. Configs `group1` and `group2` read both official files:
 `train` (census-income.data, 199,523 rows) and `test` (census-income.test, 99,762 rows).
 Configs `group1_test_file` and `group2_test_file` read only census-income.test, for
-copies without the training file, and have the one split `test`; TFDS writes the examples
-in an order shuffled by key, so slices such as `test[:50%]`, `test[50%:75%]` and
-`test[75%:]` are disjoint random subsets.
+copies without the training file, and have the one split `test`. TFDS writes the
+examples in an order shuffled by key, so slices such as `test[:50%]`, `test[50%:75%]`
+and `test[75%:]` are disjoint random subsets.
 """
 
 import dataclasses
@@ -23,7 +23,7 @@ UCI Census-Income (KDD) (Lane and Kohavi, 2000; CC BY 4.0): 299,285 people from 
 and 1995 Current Population Surveys of the US Census Bureau, 40 attributes and the
 income class. As in the MMoE paper's census experiments, `group1` configs predict income
 above 50K and never married, and `group2` configs predict college education and never
-married; the columns that give a label away are not inputs. The instance weight is a
+married. The columns that give a label away are not inputs. The instance weight is a
 sampling weight, not an attribute, and is dropped.
 """
 

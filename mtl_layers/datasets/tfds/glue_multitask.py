@@ -2,10 +2,10 @@
 
     tfds.load("glue_multitask", split="train", as_supervised=True)
 
-gives `(inputs, labels)`: `inputs` holds `task_id` (the index in
+gives `(inputs, labels)`: `inputs` contains `task_id` (the index in
 `mtl_layers.datasets.glue.TASK_NAMES`: CoLA 0, MRPC 1, RTE 2, STS-B 3, SST-2 4),
 `sentence` and `second_sentence` (empty for the single-sentence tasks CoLA and SST-2);
-`labels` holds `label`, 0.0 or 1.0 for the classification tasks (1 = acceptable,
+`labels` contains `label`, 0.0 or 1.0 for the classification tasks (1 = acceptable,
 paraphrase, entailment, positive) and the similarity score in [0, 5] for STS-B.
 
 Splits: `train` (87,807 examples: CoLA 8,551, MRPC 3,668, RTE 2,490, STS-B 5,749,

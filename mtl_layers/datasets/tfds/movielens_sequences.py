@@ -4,14 +4,14 @@
     dataset = dataset.padded_batch(32, padded_shapes=({"movie_id": [50], ...}, ...))
 
 Each of the 943 users is one example with all of the user's ratings in time order (ties
-by movie id); the lengths sum to the 100,000 ratings. Steps and labels are those of
-`mtl_layers.datasets.movielens`, which computes them: `inputs` holds `movie_id`,
+by movie id), so the lengths sum to the 100,000 ratings. Steps and labels are those of
+`mtl_layers.datasets.movielens`, which computes them: `inputs` contains `movie_id`,
 `features` (`movielens.FEATURE_NAMES`: 19 genre flags, then the previous rating / 5,
 whether it was liked, whether there is one, and log(1 + days since it)) and `mask` (True
-at every stored step, so padded steps of a padded batch read False). `labels` holds
+at every stored step, so padded steps of a padded batch read False). `labels` contains
 `rating` (1 to 5) and `liked` (1.0 when the rating is at least 4).
 
-The one split `train` holds every user. TFDS writes the examples in an order shuffled by
+The one split `train` contains every user. TFDS writes the examples in an order shuffled by
 key, so slices such as `train[:70%]`, `train[70%:80%]` and `train[80%:]` are disjoint
 random user subsets, and test users are unseen in training.
 """

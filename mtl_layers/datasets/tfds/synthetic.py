@@ -8,7 +8,7 @@ parameters as builder keyword arguments, in the data set name or in `builder_kwa
     tfds.load("sequential_synthetic", builder_kwargs={"correlation": 0.5, "sparsity": 0.8})
 
 Keyword arguments start from the default config (or from `config`, when given) and
-replace the parameters they name; the resulting config is named after all parameters,
+replace the parameters they name. The resulting config is named after all parameters,
 for example `correlation_0.3_train_5000_test_5000_dim_100_seed_2`, so each parameter set
 is prepared once and kept in its own folder. Both splits come from one call of the
 generator with `num_train + num_test` examples, the first `num_train` being `train`.
@@ -86,7 +86,7 @@ def mmoe_config(
 class SequentialSyntheticConfig(tfds.core.BuilderConfig):
     """Parameters of `sequential.sequential_regression` and the split sizes.
 
-    There are 4 input sources of 4 dimensions each; the first two are always observed
+    There are 4 input sources of 4 dimensions each. The first two are always observed,
     and the last two are missing at a step with probability `sparsity`.
 
     Attributes:

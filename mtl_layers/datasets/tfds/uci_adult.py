@@ -18,7 +18,7 @@ DESCRIPTION = """\
 UCI Adult (Becker and Kohavi, 1996; CC BY 4.0): 48,842 people from the 1994 US census
 extract, 14 attributes and the income class. As in the MMoE paper's census experiments,
 config `group1` predicts income above 50K and never married, and `group2` predicts college
-education and never married; the columns that give a label away are not inputs. The
+education and never married. The columns that give a label away are not inputs. The
 `fnlwgt` sampling weight is kept as an input, as in `mtl_layers.datasets.census`.
 """
 
