@@ -105,7 +105,9 @@ def _markdown(rows, command, steps, rounds):
         "",
         f"Command: `{command}` ({'Keras 2 (tf_keras)' if IS_KERAS_2 else 'Keras 3'} mode). "
         f"Machine: {_machine()}. Median of {rounds} alternating rounds of "
-        f"{steps} steps; forward with a mask, gradient and SGD update under `tf.function`.",
+        f"{steps} steps; forward with a mask, gradient and SGD update under `tf.function`. "
+        f"1-minute load average at the end: {os.getloadavg()[0]:.1f}; on a shared machine "
+        "the ratios move with the load, so rerun on an idle one before relying on them.",
         "",
         "Target: separate LSTMs / SequentialExpert >= 2, SequentialExpert / one wide LSTM <= 1.3.",
         "",
