@@ -66,6 +66,9 @@ flags.DEFINE_string("venv_dir", str(REPO_ROOT / ".venv-deepctr"), "Virtual envir
 flags.DEFINE_string("output_dir", "runs/deepctr_comparison", "Folder of the data file and results.")
 flags.DEFINE_bool("quick", False, "2 seeds, 2000 training examples, 2 epochs, DeepCTR under tf_keras only.")
 flags.DEFINE_bool("write_docs", False, "Write the table to docs/benchmarks.md.")
+flags.DEFINE_string(
+    "from_results", None, "Skip training and report the runs in this results.json file; pass the run's other flags too."
+)
 flags.DEFINE_string("worker", None, "Internal: run DeepCTR on --worker_data and write --worker_output.")
 flags.DEFINE_string("worker_data", None, "Internal: the .npz file the worker reads.")
 flags.DEFINE_string("worker_output", None, "Internal: the JSON file the worker writes.")
@@ -528,7 +531,19 @@ def verdict_line(library, model_name, ours, peers) -> str:
     )
 
 
-def markdown_report(table, data, models, command, seconds) -> str:
+def run_order_note(results) -> str:
+    """Return a sentence that says whether the libraries took turns within each seed."""
+    libraries = [result["library"] for result in results]
+    switches = sum(first != second for first, second in zip(libraries, libraries[1:]))
+    if switches <= len(set(libraries)) - 1:
+        return (
+            "NOTE: in this run each library trained all its seeds before the next library started, "
+            "so a change in machine load during the run changes the throughput ratios."
+        )
+    return "Libraries took turns within each seed."
+
+
+def markdown_report(table, data, models, command, seconds, results) -> str:
     """Return the Markdown section of docs/benchmarks.md."""
     from benchmarks.report import machine_description
 
@@ -536,7 +551,8 @@ def markdown_report(table, data, models, command, seconds) -> str:
     lines = [
         "## DeepCTR 0.9.4 side by side",
         "",
-        f"Command: `{command}` ({seconds / 60:.0f} min on {machine_description()}; all rows from this one run).",
+        f"Command: `{command}` ({'' if seconds != seconds else f'{seconds / 60:.0f} min '}on "
+        f"{machine_description()}; all rows from this one run).",
         "",
         f"{data.description} Task group {FLAGS.task_group}. {FLAGS.num_seeds} seeds, {FLAGS.epochs} epochs, "
         f"Adam {FLAGS.learning_rate:g}, batch {FLAGS.batch_size}; MMoE: {FLAGS.num_experts} experts of "
@@ -566,8 +582,11 @@ def markdown_report(table, data, models, command, seconds) -> str:
             f"| {library} | {MODEL_LABELS[model_name]} | {summary['params']:,} | " + " | ".join(cells)
             + f" | {speed[0]:,.0f} ± {speed[1]:,.0f} | {latency[0]:.2f} | {similarity} |"
         )
+    lines += ["", run_order_note(results)]
     loads = [value for summary in table.values() if summary["load_average"] for value in summary["load_average"]]
-    if loads:
+    if not loads:
+        lines += ["", "The machine's load average was not recorded in this run."]
+    else:
         lines += [
             "",
             f"1-minute load average after each run: {min(loads):.1f} to {max(loads):.1f} on {os.cpu_count()} "
@@ -610,10 +629,14 @@ def main(argv):
 
     output_dir = pathlib.Path(FLAGS.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    python = ensure_deepctr_venv(pathlib.Path(FLAGS.venv_dir))
     started = time.perf_counter()
     data = load_data()
     logging.info("%s: %d train, %d test examples.", data.name, len(data.train), len(data.test))
+    if FLAGS.from_results:
+        results = json.loads(pathlib.Path(FLAGS.from_results).read_text(encoding="utf-8"))
+        report(results, data, float("nan"))
+        return
+    python = ensure_deepctr_venv(pathlib.Path(FLAGS.venv_dir))
 
     data_paths = {}
     for mode in FLAGS.deepctr_modes:
@@ -630,11 +653,19 @@ def main(argv):
             results += run_deepctr(python, mode, data_paths[mode], seed)
     seconds = time.perf_counter() - started
     (output_dir / "results.json").write_text(json.dumps(results), encoding="utf-8")
+    report(results, data, seconds)
 
+
+def report(results, data, seconds):
+    """Print the Markdown report and, with --write_docs, write it to docs/benchmarks.md."""
     table = summarize(results)
-    flags_given = [flag.serialize() for flag in FLAGS.get_flags_for_module(sys.modules[__name__]) if flag.present]
+    flags_given = [
+        flag.serialize()
+        for flag in FLAGS.get_flags_for_module(sys.modules[__name__])
+        if flag.present and flag.name not in ("from_results", "output_dir")
+    ]
     command = " ".join(["python benchmarks/deepctr_comparison.py"] + flags_given)
-    markdown = markdown_report(table, data, FLAGS.models, command, seconds)
+    markdown = markdown_report(table, data, FLAGS.models, command, seconds, results)
     print("\n" + markdown)
     if FLAGS.write_docs:
         from benchmarks.report import BENCHMARKS_PAGE, write_section
