@@ -25,7 +25,7 @@ EXTRAS_REQUIRE = {
         "tensorflow-recommenders>=0.7.7,<0.8",
     ],
     "serving": [f"tensorflow-serving-api>={TENSORFLOW_RELEASE},<2.22"],
-    "datasets": ["tensorflow-datasets>=4.9.9,<4.10"],
+    "datasets": ["tensorflow-datasets>=4.9.9,<4.10", "importlib_resources>=6,<8"],
     "examples": ["matplotlib>=3.8,<4"],
     "notebooks": ["nbclient>=0.10,<0.12", "nbformat>=5.10,<6", "ipykernel>=6.29,<8"],
     "backends": ["jax==0.10.2", "jaxlib==0.10.2", "torch==2.13.0"],
@@ -33,11 +33,15 @@ EXTRAS_REQUIRE = {
 EXTRAS_REQUIRE["test"] = sorted(
     {
         "pytest>=8,<10",
+        # tfds.testing pickles builders with dill; the GLUE metric tests compare with SciPy.
+        "dill>=0.3.8,<0.5",
+        "scipy>=1.11,<2",
         *EXTRAS_REQUIRE["legacy"],
         *EXTRAS_REQUIRE["tfrs"],
         *EXTRAS_REQUIRE["serving"],
         *EXTRAS_REQUIRE["datasets"],
         *EXTRAS_REQUIRE["examples"],
+        *EXTRAS_REQUIRE["notebooks"],
     }
 )
 EXTRAS_REQUIRE["all"] = sorted({req for reqs in EXTRAS_REQUIRE.values() for req in reqs})
@@ -51,7 +55,7 @@ setuptools.setup(
     license="Apache-2.0",
     python_requires=">=3.11,<3.12",
     packages=setuptools.find_packages(include=["mtl_layers", "mtl_layers.*"]),
-    package_data={"mtl_layers.datasets": ["data/adult/*"]},
+    package_data={"mtl_layers.datasets": ["data/adult/*", "tfds/checksums.tsv"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
     classifiers=[
