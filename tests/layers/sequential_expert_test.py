@@ -67,7 +67,7 @@ def test_output_shapes():
 
 
 def test_layer_dtype_reaches_outputs():
-    # The recurrent loop is a sublayer; it must run in this layer's dtype, not the global one.
+    # The recurrent loop is a sublayer, so it must run in this layer's dtype, not the global one.
     outputs = mtl.SequentialExpert(2, 3, dtype="float64")(_inputs(), mask=MASK)
     assert outputs.dtype == tf.float64
 
