@@ -153,7 +153,7 @@ def train_one(model_name, correlation, seed, bottom_units):
 
 
 def summarize(results, correlations, models):
-    """Return `{model: {correlation: (mean, std, min, max)}}` of the final test losses."""
+    """Return `{model: {correlation: (mean, std, min, max, median)}}` of the final test losses."""
     import numpy as np
 
     table = {}
@@ -166,6 +166,7 @@ def summarize(results, correlations, models):
                 float(np.std(losses)),
                 float(np.min(losses)),
                 float(np.max(losses)),
+                float(np.median(losses)),
             )
     return table
 
@@ -321,10 +322,13 @@ def markdown_report(results, table, correlations, models, params, paths, command
     for model_name in models:
         cells = [f"{table[model_name][c][0]:.4f} ± {table[model_name][c][1]:.4f}" for c in correlations]
         lines.append(f"| {MODEL_LABELS[model_name]} | {params[model_name]:,} | " + " | ".join(cells) + " |")
-    lines += ["", "Mean ± standard deviation over seeds. Range (min–max) per cell:", ""]
+    lines += ["", "Mean ± standard deviation over seeds. Median (min–max) per cell:", ""]
     lines += ["| model | " + " | ".join(f"corr. {c}" for c in correlations) + " |", "|---|" + "---|" * len(correlations)]
     for model_name in models:
-        cells = [f"{table[model_name][c][2]:.4f}–{table[model_name][c][3]:.4f}" for c in correlations]
+        cells = [
+            f"{table[model_name][c][4]:.4f} ({table[model_name][c][2]:.4f}–{table[model_name][c][3]:.4f})"
+            for c in correlations
+        ]
         lines.append(f"| {MODEL_LABELS[model_name]} | " + " | ".join(cells) + " |")
     lines += ["", "Checks of the paper's findings on these runs (computed from the means above):", ""]
     lines += paper_checks(table, correlations, models)
