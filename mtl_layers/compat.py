@@ -52,6 +52,18 @@ else:
     ops = keras.ops
 
 
+def mean_aggregation():
+    """Return the `add_weight(aggregation=...)` value that averages updates across replicas.
+
+    Keras 3 takes the string `"mean"`; `tf_keras` takes `tf.VariableAggregation.MEAN`.
+    """
+    if IS_KERAS_2:
+        import tensorflow as tf
+
+        return tf.VariableAggregation.MEAN
+    return "mean"
+
+
 def register_serializable(cls):
     """Register `cls` with the active Keras so saved models reload by name."""
     return keras.saving.register_keras_serializable(package="mtl_layers")(cls)

@@ -2,7 +2,7 @@
 
 from typing import Optional
 
-from mtl_layers.compat import keras, ops, register_serializable
+from mtl_layers.compat import keras, mean_aggregation, ops, register_serializable
 from mtl_layers.layers import _validation
 
 
@@ -157,12 +157,15 @@ class TaskGate(keras.layers.Layer):
         if gate_inputs_shape is not None:
             self._check_gate_inputs_shape(expert_outputs_shape, tuple(gate_inputs_shape))
             self.logits_layer.build(tuple(gate_inputs_shape))
+        # Under a tf.distribute strategy each replica gets an equal share of the batch, so
+        # averaging the replicas' updates gives the statistic of the global batch.
         self.expert_utilization = self.add_weight(
             name="expert_utilization",
             shape=(self.num_experts,),
             initializer=keras.initializers.Constant(1.0 / self.num_experts),
             trainable=False,
             dtype="float32",
+            aggregation=mean_aggregation(),
         )
         super().build(expert_outputs_shape)
 
