@@ -11,9 +11,15 @@ and exports the model for TF Serving:
 Census-Income (KDD) is read from a folder (or downloaded with --download):
 
     python examples/census_income.py --dataset=kdd --data_dir=path/to/census-income-kdd
+
+--strategy trains under a `tf.distribute` strategy, in Keras 2 mode; docs/distributed.md
+shows a two-worker launch:
+
+    TF_USE_LEGACY_KERAS=1 python examples/census_income.py --strategy=mirrored --cpu_devices=2
 """
 
 import json
+import os
 import sys
 import time
 
@@ -38,6 +44,17 @@ flags.DEFINE_integer("max_examples", None, "Use at most this many training examp
 flags.DEFINE_string("export_dir", "exports/census", "Base folder of the versioned SavedModels; empty to skip.")
 flags.DEFINE_string("metrics_json", None, "Also write the test metrics to this JSON file.")
 flags.DEFINE_string("keras_model_path", None, "Also save the trained model as a .keras file here.")
+flags.DEFINE_enum(
+    "strategy",
+    "default",
+    ["default", "mirrored", "multi_worker_mirrored"],
+    "tf.distribute strategy: default (one device), mirrored (every local GPU, or the logical "
+    "CPUs of --cpu_devices) or multi_worker_mirrored (the cluster in the TF_CONFIG "
+    "environment variable). --batch_size is the global batch, split across replicas.",
+)
+flags.DEFINE_integer(
+    "cpu_devices", 0, "With --strategy=mirrored, split the CPU into this many logical devices (0: no split)."
+)
 
 FLAGS = flags.FLAGS
 
@@ -101,8 +118,68 @@ def truncate(split, limit):
     )
 
 
+def make_strategy():
+    """Create the `tf.distribute` strategy chosen by --strategy, before any other TF op."""
+    import tensorflow as tf
+
+    from mtl_layers.compat import IS_KERAS_2
+
+    if FLAGS.strategy != "default" and not IS_KERAS_2:
+        # Keras 3.15 averages the first input batch across replicas before it builds the
+        # model (TensorFlowTrainer._maybe_symbolic_build). That fails for the string features
+        # here and, across workers, for every input; tf_keras has no such step.
+        raise app.UsageError(
+            f"--strategy={FLAGS.strategy} needs Keras 2 mode: Keras 3.15 cannot fit this "
+            "model, whose inputs include strings, under a tf.distribute strategy. Set "
+            "TF_USE_LEGACY_KERAS=1 (with tf-keras installed) and run again."
+        )
+    if FLAGS.cpu_devices < 0 or (FLAGS.cpu_devices and FLAGS.strategy != "mirrored"):
+        raise app.UsageError(
+            "--cpu_devices must be >= 0 and applies only to --strategy=mirrored. Received: "
+            f"--cpu_devices={FLAGS.cpu_devices}, --strategy={FLAGS.strategy}"
+        )
+    if FLAGS.strategy == "mirrored":
+        if FLAGS.cpu_devices:
+            cpu = tf.config.list_physical_devices("CPU")[0]
+            tf.config.set_logical_device_configuration(
+                cpu, [tf.config.LogicalDeviceConfiguration()] * FLAGS.cpu_devices
+            )
+            devices = [f"/cpu:{index}" for index in range(FLAGS.cpu_devices)]
+            # NCCL, the default all-reduce, works only between GPUs.
+            return tf.distribute.MirroredStrategy(
+                devices, cross_device_ops=tf.distribute.ReductionToOneDevice()
+            )
+        return tf.distribute.MirroredStrategy()
+    if FLAGS.strategy == "multi_worker_mirrored":
+        if "TF_CONFIG" not in os.environ:
+            raise app.UsageError(
+                "--strategy=multi_worker_mirrored reads the cluster from the TF_CONFIG "
+                "environment variable, which is not set. See docs/distributed.md."
+            )
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def is_chief(strategy) -> bool:
+    """Return True unless this process is a multi-worker worker other than worker 0."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    return resolver.task_type == "chief" or (resolver.task_type == "worker" and resolver.task_id == 0)
+
+
+def unsharded(dataset):
+    """Return `dataset` with auto-sharding off, so every worker reads all of it."""
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    return dataset.with_options(options)
+
+
 def main(argv):
     del argv
+    strategy = make_strategy()
     import mtl_layers as mtl
     from mtl_layers.compat import keras
 
@@ -118,20 +195,24 @@ def main(argv):
         data.name, len(train), len(data.validation), len(data.test), data.description,
     )  # fmt: skip
 
-    model = build_model(data, FLAGS.model)
-    mtl.tasks.compile_for_tasks(
-        model,
-        data.tasks,
-        optimizer=keras.optimizers.Adam(FLAGS.learning_rate),
-        steps_per_execution=FLAGS.steps_per_execution,
-    )
-    logging.info("%s: %d parameters", FLAGS.model, model.count_params())
+    with strategy.scope():
+        model = build_model(data, FLAGS.model)
+        mtl.tasks.compile_for_tasks(
+            model,
+            data.tasks,
+            optimizer=keras.optimizers.Adam(FLAGS.learning_rate),
+            steps_per_execution=FLAGS.steps_per_execution,
+        )
+    logging.info(
+        "%s: %d parameters, %d replicas (%s strategy)",
+        FLAGS.model, model.count_params(), strategy.num_replicas_in_sync, FLAGS.strategy,
+    )  # fmt: skip
 
     started = time.perf_counter()
     try:
         history = model.fit(
             train.to_dataset(FLAGS.batch_size, shuffle=True, seed=FLAGS.seed),
-            validation_data=data.validation.to_dataset(4096),
+            validation_data=unsharded(data.validation.to_dataset(4096)),
             epochs=FLAGS.epochs,
             verbose=0,
             callbacks=[
@@ -148,7 +229,8 @@ def main(argv):
         "Trained in %.1f s (%.0f examples/s)", seconds, FLAGS.epochs * len(train) / seconds
     )
 
-    predictions = model.predict(data.test.to_dataset(4096), verbose=0)
+    # Every worker predicts the whole test split, so each one can compute the AUC.
+    predictions = model.predict(unsharded(data.test.to_dataset(4096)), verbose=0)
     results = {
         task.name: mtl.evaluation.roc_auc(data.test.labels[task.name], predictions[task.name])
         for task in data.tasks
@@ -159,6 +241,9 @@ def main(argv):
     for task_name, auc in results.items():
         print(f"| {task_name:<18} | {auc:.4f} |")
 
+    if not is_chief(strategy):
+        # Only worker 0 writes files, so that workers never overwrite each other's output.
+        return
     if FLAGS.metrics_json:
         with open(FLAGS.metrics_json, "w", encoding="utf-8") as stream:
             json.dump(
@@ -166,6 +251,7 @@ def main(argv):
                     "auc": results,
                     "train_seconds": seconds,
                     "params": model.count_params(),
+                    "replicas": strategy.num_replicas_in_sync,
                     "history": {key: [float(v) for v in values] for key, values in history.history.items()},
                 },
                 stream,

@@ -1,0 +1,248 @@
+"""Train one small multi-task model with or without a `tf.distribute` strategy.
+
+The distributed tests run this script in child processes, because logical CPU devices
+and `TF_CONFIG` take effect only before TensorFlow starts. Every run trains with plain
+SGD on the same global batches in the same order and writes the trained weights to
+`--weights_dir` as `weight_0 ... weight_N` arrays of `.npz` files, so the parent test
+compares distributed and single-process training weight by weight.
+
+    python tests/scale/distributed_worker.py --mode=mirrored --replicas=2 \
+        --models=mmoe,ple --weights_dir=/tmp/weights
+
+Modes:
+    mirrored: `MirroredStrategy` over `--replicas` logical CPU devices. The same process
+        first trains each model on one device (`<model>_single.npz`), then under the
+        strategy from the same initial weights (`<model>_mirrored.npz`).
+    multi_worker: `MultiWorkerMirroredStrategy`, one CPU per worker, the cluster taken
+        from the `TF_CONFIG` environment variable. Each worker starts from
+        `<model>_initial.npz` and writes `<model>_multi_worker_<task index>.npz`.
+"""
+
+import argparse
+import os
+import pathlib
+import sys
+
+import numpy as np
+
+MODELS = ("mmoe", "omoe", "shared_bottom", "ple", "mose", "hypergrid_transformer", "mmoe_raw", "tfrs")
+MODES = ("mirrored", "multi_worker")
+NUM_EXAMPLES = 64
+GLOBAL_BATCH = 16
+LEARNING_RATE = 0.05
+
+
+def parse_arguments(argv):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mode", choices=MODES, required=True)
+    parser.add_argument("--models", required=True, help=f"comma-separated names from {MODELS}")
+    parser.add_argument("--replicas", type=int, default=2, help="logical CPU devices (mirrored)")
+    parser.add_argument(
+        "--weights_dir", type=pathlib.Path, required=True,
+        help="folder of the <model>_initial.npz files; the trained weights are written there",
+    )  # fmt: skip
+    parser.add_argument("--epochs", type=int, default=2)
+    return parser.parse_args(argv)
+
+
+def configure_devices(mode, replicas):
+    """Split the CPU into logical devices; this must run before any TensorFlow op."""
+    import tensorflow as tf
+
+    if mode == "mirrored":
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(replicas)]
+        )
+
+
+def make_strategy(mode, replicas):
+    import tensorflow as tf
+
+    if mode == "mirrored":
+        devices = [f"/cpu:{index}" for index in range(replicas)]
+        # NCCL is GPU-only; on CPU the replicas add their gradients with plain reductions.
+        return tf.distribute.MirroredStrategy(
+            devices, cross_device_ops=tf.distribute.ReductionToOneDevice()
+        )
+    if mode == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ValueError(f"Unknown mode {mode!r}; expected one of {MODES}.")
+
+
+def _tasks():
+    from mtl_layers.tasks import TaskSpec
+
+    return [TaskSpec("click", kind="binary"), TaskSpec("rating", kind="regression")]
+
+
+def build_model(name):
+    """Return `(model, tasks)` for one builder on small synthetic inputs."""
+    import mtl_layers as mtl
+    from mtl_layers.compat import keras
+
+    tasks = _tasks()
+    if name in ("mmoe", "omoe"):
+        builder = getattr(mtl.models, name)
+        return builder(tasks, keras.Input((6,), name="x"), num_experts=3, expert_units=[8, 4]), tasks
+    if name == "shared_bottom":
+        return mtl.models.shared_bottom(tasks, keras.Input((6,), name="x"), bottom_units=(8,)), tasks
+    if name == "ple":
+        return (
+            mtl.models.ple(tasks, keras.Input((6,), name="x"), num_levels=2, expert_units=4),
+            tasks,
+        )
+    if name == "mose":
+        return (
+            mtl.models.mose(tasks, 3, num_experts=2, expert_units=4, bottom_units=6, output_steps="last"),
+            tasks,
+        )
+    if name == "hypergrid_transformer":
+        model = mtl.models.hypergrid_transformer(
+            tasks, vocab_size=20, sequence_length=5, d_model=8, num_heads=2, d_ff=8,
+            num_layers=1, block_shape=(4, 4), dropout=0.0,
+        )  # fmt: skip
+        return model, tasks
+    # mmoe_raw and tfrs: raw string and numeric features with preprocessing in the model.
+    features = raw_feature_specs()
+    if name == "mmoe_raw":
+        return mtl.models.mmoe(tasks, features, num_experts=3, expert_units=4), tasks
+    from mtl_layers.tfrs import MultiTaskModel
+
+    return MultiTaskModel(tasks, features, "mmoe", {"num_experts": 3, "expert_units": 4}), tasks
+
+
+def raw_feature_specs():
+    from mtl_layers.models import FeatureSpec
+
+    return [
+        FeatureSpec("age", "numeric", mean=40.0, variance=100.0),
+        FeatureSpec("city", "categorical", vocabulary=("a", "b", "c"), embedding_dim=3),
+    ]
+
+
+def make_data(name):
+    """Return `(features, labels)` NumPy dicts (or arrays) with NUM_EXAMPLES rows."""
+    rng = np.random.default_rng(7)
+    labels = {
+        "click": rng.integers(0, 2, size=(NUM_EXAMPLES, 1)).astype("float32"),
+        "rating": rng.normal(size=(NUM_EXAMPLES, 1)).astype("float32"),
+    }
+    if name in ("mmoe", "omoe", "shared_bottom", "ple"):
+        features = rng.normal(size=(NUM_EXAMPLES, 6)).astype("float32")
+    elif name == "mose":
+        lengths = rng.integers(1, 5, size=NUM_EXAMPLES)
+        features = {
+            "sequence": rng.normal(size=(NUM_EXAMPLES, 4, 3)).astype("float32"),
+            "mask": np.arange(4)[None, :] < lengths[:, None],
+        }
+    elif name == "hypergrid_transformer":
+        features = {
+            "token_ids": rng.integers(0, 20, size=(NUM_EXAMPLES, 5)).astype("int32"),
+            "task_id": rng.integers(0, 2, size=(NUM_EXAMPLES,)).astype("int32"),
+        }
+    else:
+        features = {
+            "age": rng.uniform(20, 60, size=NUM_EXAMPLES).astype("float32"),
+            "city": rng.choice(np.array(["a", "b", "c", "d"]), size=NUM_EXAMPLES),
+        }
+    return features, labels
+
+
+def make_dataset(features, labels):
+    """Return the global batches in a fixed order; a strategy splits each across replicas."""
+    import tensorflow as tf
+
+    dataset = tf.data.Dataset.from_tensor_slices((features, labels)).batch(GLOBAL_BATCH)
+    options = tf.data.Options()
+    # DATA sharding splits every global batch between the workers, so the workers together
+    # see exactly the batches of single-process training.
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
+
+
+def compile_model(model, name, tasks):
+    import mtl_layers as mtl
+    from mtl_layers.compat import keras
+
+    optimizer = keras.optimizers.SGD(LEARNING_RATE)
+    if name == "tfrs":
+        model.compile(optimizer=optimizer)
+    else:
+        mtl.tasks.compile_for_tasks(model, tasks, optimizer=optimizer)
+
+
+def save_weights(path, weights):
+    np.savez(path, **{f"weight_{index}": value for index, value in enumerate(weights)})
+
+
+def load_weights(path):
+    with np.load(path) as archive:
+        return [archive[f"weight_{index}"] for index in range(len(archive.files))]
+
+
+def train(model_name, strategy, initial_weights, epochs):
+    """Build `model_name` under `strategy`, start from `initial_weights`, train, return weights.
+
+    With `initial_weights=None` the model keeps its fresh weights, and the function returns
+    `(initial, trained)` so that the caller can start other runs from the same point.
+    """
+    with strategy.scope():
+        model, tasks = build_model(model_name)
+        compile_model(model, model_name, tasks)
+    initial = model.get_weights()
+    if initial_weights is not None:
+        model.set_weights(initial_weights)
+        initial = initial_weights
+    features, labels = make_data(model_name)
+    history = model.fit(make_dataset(features, labels), epochs=epochs, verbose=0, shuffle=False)
+    losses = np.asarray(history.history["loss"], dtype="float64")
+    if not np.isfinite(losses).all():
+        raise RuntimeError(f"{model_name}: training produced a non-finite loss: {losses.tolist()}")
+    print(
+        f"{model_name}: {strategy.num_replicas_in_sync} replicas, losses {losses.round(6).tolist()}",
+        flush=True,
+    )
+    return initial, model.get_weights()
+
+
+def main(argv):
+    arguments = parse_arguments(argv)
+    configure_devices(arguments.mode, arguments.replicas)
+    import tensorflow as tf
+
+    from mtl_layers.compat import keras
+
+    strategy = make_strategy(arguments.mode, arguments.replicas)
+    failures = []
+    for model_name in arguments.models.split(","):
+        keras.utils.set_random_seed(0)
+        initial_path = arguments.weights_dir / f"{model_name}_initial.npz"
+        initial = load_weights(initial_path) if initial_path.exists() else None
+        if arguments.mode == "mirrored":
+            # The single-device reference runs in this process too, on the first device.
+            initial, trained = train(model_name, tf.distribute.get_strategy(), initial, arguments.epochs)
+            save_weights(arguments.weights_dir / f"{model_name}_single.npz", trained)
+        elif initial is None:
+            raise FileNotFoundError(
+                f"Initial weights not found: {initial_path}. Every worker must start from "
+                "the same weights, so the launching test writes them first."
+            )
+        try:
+            _, trained = train(model_name, strategy, initial, arguments.epochs)
+        except Exception as error:  # Report every failing model, not only the first one.
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            failures.append(f"{model_name}: {type(error).__name__}: {first_line}")
+            continue
+        suffix = arguments.mode
+        if arguments.mode == "multi_worker":
+            suffix += f"_{strategy.cluster_resolver.task_id}"
+        save_weights(arguments.weights_dir / f"{model_name}_{suffix}.npz", trained)
+    for failure in failures:
+        print(f"FAILED {failure}", file=sys.stderr, flush=True)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.exit(main(sys.argv[1:]))
