@@ -16,7 +16,8 @@ def test_quick_mode_trains_all_models(tmp_path):
         capture_output=True,
         text=True,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
-        # A safety net only: on an idle 2-core machine the run takes well under a minute.
+        # A safety net only: the quick run uses about 30-50 s of CPU time, and far more
+        # wall time when other jobs share the cores.
         timeout=1200,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
