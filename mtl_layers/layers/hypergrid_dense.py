@@ -283,28 +283,70 @@ class HyperGridDense(keras.layers.Layer):
         # W' = W * expand(gate): the gate is shared by all examples, so fold it in once.
         block_rows, block_cols = self.block_shape
         gate = ops.repeat(ops.repeat(self.compute_gate(), block_rows, axis=0), block_cols, axis=1)
-        return ops.matmul(inputs, self.kernel * ops.cast(gate, self.kernel.dtype))
+        kernel = self.kernel * ops.cast(gate, self.kernel.dtype)
+        if len(inputs.shape) == 2:
+            return ops.matmul(inputs, kernel)
+        # Flatten the positions so that the backend runs one 2-D matmul, not a batched one.
+        input_shape = ops.shape(inputs)
+        outputs = ops.matmul(ops.reshape(inputs, (-1, self.kernel.shape[0])), kernel)
+        return ops.reshape(outputs, tuple(input_shape[:-1]) + (self.units,))
 
     def _call_local(self, inputs, gate):
-        block_rows, block_cols = self.block_shape
         input_shape = ops.shape(inputs)
+        input_rank = len(inputs.shape)
         batch_size = input_shape[0]
-
-        # Partial products of every row block, p_i = x_i W_i: (batch, positions, rows, units).
-        blocks = ops.reshape(inputs, (batch_size, -1, self.grid_rows, block_rows))
-        kernel_blocks = ops.reshape(self.kernel, (self.grid_rows, block_rows, self.units))
-        partial = ops.einsum("btri,riu->btru", blocks, kernel_blocks)
-
-        # y_j = sum_i gate[i, j] * p_ij, with p_ij the column block j of p_i.
-        partial = ops.reshape(
-            partial, (batch_size, -1, self.grid_rows, self.grid_cols, block_cols)
-        )
-        gate = ops.cast(gate, partial.dtype)
-        weighted = partial * ops.reshape(gate, (-1, 1, self.grid_rows, self.grid_cols, 1))
-        outputs = ops.sum(weighted, axis=2)
-        if len(inputs.shape) == 2:
+        # (batch, positions, features): every position of an example shares its gate.
+        inputs = ops.reshape(inputs, (batch_size, -1, self.kernel.shape[0]))
+        gate = ops.cast(gate, inputs.dtype)
+        if self.block_shape[0] >= self.block_shape[1]:
+            outputs = self._sum_gated_row_blocks(inputs, gate)
+        else:
+            outputs = self._concat_gated_column_blocks(inputs, gate)
+        if input_rank == 2:
             return ops.reshape(outputs, (batch_size, self.units))
         return ops.reshape(outputs, tuple(input_shape[:-1]) + (self.units,))
+
+    def _sum_gated_row_blocks(self, inputs, gate):
+        """Return y = sum_i expand(gate[:, i, :]) * (x_i W_i), shape (batch, positions, units).
+
+        The extra elementwise work is `grid_rows x units` per position, so this form is
+        chosen when it is at most that of the column form (`block_rows >= block_cols`).
+        """
+        batch_size = ops.shape(inputs)[0]
+        flat_inputs = ops.reshape(inputs, (-1, self.kernel.shape[0]))
+        # Each row block i of the gate, repeated over the columns of its blocks: (batch, 1, units).
+        row_gates = ops.split(ops.repeat(gate, self.block_shape[1], axis=2), self.grid_rows, axis=1)
+        # `split` rather than slicing: the gradient of a split is one concatenation, while
+        # every slice's gradient would be padded to the full tensor.
+        row_inputs = ops.split(flat_inputs, self.grid_rows, axis=1)
+        row_kernels = ops.split(self.kernel, self.grid_rows, axis=0)
+        outputs = None
+        for row_input, row_kernel, row_gate in zip(row_inputs, row_kernels, row_gates):
+            # p_i = x_i W_i, the partial product of row block i: (batch * positions, units).
+            partial = ops.reshape(ops.matmul(row_input, row_kernel), (batch_size, -1, self.units))
+            # y_j = sum_i gate[i, j] * p_ij, with p_ij the column block j of p_i.
+            gated = partial * row_gate
+            outputs = gated if outputs is None else outputs + gated
+        return outputs
+
+    def _concat_gated_column_blocks(self, inputs, gate):
+        """Return y_j = (x * expand(gate[:, :, j])) W_j for each column block j, concatenated.
+
+        The extra elementwise work is `grid_cols x features` per position, so this form is
+        chosen when it is less than that of the row form (`block_cols > block_rows`).
+        """
+        batch_size = ops.shape(inputs)[0]
+        input_dim = self.kernel.shape[0]
+        # Each column block j of the gate, repeated over the rows of its blocks: (batch, features, 1).
+        column_gates = ops.split(ops.repeat(gate, self.block_shape[0], axis=1), self.grid_cols, axis=2)
+        column_kernels = ops.split(self.kernel, self.grid_cols, axis=1)
+        outputs = []
+        for column_gate, column_kernel in zip(column_gates, column_kernels):
+            # y_j = sum_i gate[i, j] * (x_i W_ij): scale each row block x_i of the input by
+            # its gate value for column block j, then multiply by the column block W_j.
+            scaled = inputs * ops.reshape(column_gate, (batch_size, 1, input_dim))
+            outputs.append(ops.matmul(ops.reshape(scaled, (-1, input_dim)), column_kernel))
+        return ops.concatenate(outputs, axis=1)
 
     def compute_output_shape(self, inputs_shape, conditioning_shape=None):
         return tuple(inputs_shape)[:-1] + (self.units,)

@@ -42,14 +42,20 @@ def _random(shape, seed):
     return np.random.default_rng(seed).normal(size=shape).astype("float32")
 
 
+# (4, 2) has block_rows >= block_cols, so the layer sums gated row blocks; (2, 3) has
+# block_cols > block_rows, so it concatenates gated column blocks.
+BLOCK_SHAPES = [(4, 2), (2, 3)]
+
+
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("input_shape", [(4, 12), (4, 3, 12)])
-def test_matches_naive_reference(mode, input_shape):
+@pytest.mark.parametrize("input_shape", [(4, 12), (4, 3, 12), (4, 2, 3, 12)])
+@pytest.mark.parametrize("block_shape", BLOCK_SHAPES)
+def test_matches_naive_reference(mode, input_shape, block_shape):
     inputs = _random(input_shape, 0)
     conditioning = _random((4, 5), 1)
     layer = mtl.HyperGridDense(
         units=6,
-        block_shape=(4, 2),
+        block_shape=block_shape,
         mode=mode,
         bias_initializer="random_normal",
         global_initializer="random_normal",
@@ -98,6 +104,49 @@ def test_gradients_reach_every_weight(mode):
     for weight, gradient in zip(layer.trainable_weights, gradients):
         assert gradient is not None, weight.name
         assert np.abs(gradient.numpy()).max() > 0, weight.name
+
+
+def _naive_outputs_tf(layer, inputs, conditioning):
+    """Apply every example's gated kernel W * expand(gate_b) with TensorFlow ops."""
+    block_rows, block_cols = layer.block_shape
+    gate = layer.compute_gate(conditioning)
+    if layer.mode == "GG":
+        gate = tf.broadcast_to(gate, (inputs.shape[0],) + tuple(gate.shape))
+    gate = tf.repeat(tf.repeat(gate, block_rows, axis=1), block_cols, axis=2)
+    kernels = layer.kernel[None] * gate
+    return tf.einsum("bti,biu->btu", inputs, kernels) + layer.bias
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("block_shape", BLOCK_SHAPES)
+def test_gradients_match_naive_reference(mode, block_shape):
+    layer = mtl.HyperGridDense(
+        units=6, block_shape=block_shape, mode=mode, global_initializer="random_normal"
+    )
+    inputs = tf.Variable(_random((4, 3, 12), 21))
+    conditioning = tf.Variable(_random((4, 5), 22))
+    layer(inputs, conditioning)
+    targets = tf.constant(_random((4, 3, 6), 23))
+    sources = [inputs, conditioning] + layer.trainable_weights
+    with tf.GradientTape(persistent=True) as tape:
+        loss = tf.reduce_sum(tf.square(layer(inputs, conditioning) - targets))
+        naive_loss = tf.reduce_sum(
+            tf.square(_naive_outputs_tf(layer, inputs, conditioning) - targets)
+        )
+    gradients = tape.gradient(loss, sources)
+    expected = tape.gradient(naive_loss, sources)
+    names = ["inputs", "conditioning"] + [weight.name for weight in layer.trainable_weights]
+    for name, gradient, expected_gradient in zip(names, gradients, expected):
+        if expected_gradient is None:  # conditioning in "GG" mode
+            assert gradient is None, name
+            continue
+        np.testing.assert_allclose(
+            tf.convert_to_tensor(gradient).numpy(),
+            tf.convert_to_tensor(expected_gradient).numpy(),
+            rtol=1e-4,
+            atol=1e-4,
+            err_msg=name,
+        )
 
 
 def test_global_mode_ignores_conditioning():
