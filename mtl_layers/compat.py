@@ -64,6 +64,17 @@ def mean_aggregation():
     return "mean"
 
 
+def no_autocast():
+    """Return the `add_weight` keyword that keeps a float32 weight float32 inside `call`.
+
+    Under a mixed precision policy both Keras modes cast float weights to the compute dtype
+    when `call` reads them; a statistic updated in float32 must opt out.
+    """
+    if IS_KERAS_2:
+        return {"experimental_autocast": False}
+    return {"autocast": False}
+
+
 def register_serializable(cls):
     """Register `cls` with the active Keras so saved models reload by name."""
     return keras.saving.register_keras_serializable(package="mtl_layers")(cls)

@@ -2,7 +2,7 @@
 
 from typing import Optional
 
-from mtl_layers.compat import keras, mean_aggregation, ops, register_serializable
+from mtl_layers.compat import keras, mean_aggregation, no_autocast, ops, register_serializable
 from mtl_layers.layers import _validation
 
 
@@ -158,7 +158,8 @@ class TaskGate(keras.layers.Layer):
             self._check_gate_inputs_shape(expert_outputs_shape, tuple(gate_inputs_shape))
             self.logits_layer.build(tuple(gate_inputs_shape))
         # Under a tf.distribute strategy each replica gets an equal share of the batch, so
-        # averaging the replicas' updates gives the statistic of the global batch.
+        # averaging the replicas' updates gives the statistic of the global batch. The
+        # average is updated in float32 under every mixed precision policy.
         self.expert_utilization = self.add_weight(
             name="expert_utilization",
             shape=(self.num_experts,),
@@ -166,6 +167,7 @@ class TaskGate(keras.layers.Layer):
             trainable=False,
             dtype="float32",
             aggregation=mean_aggregation(),
+            **no_autocast(),
         )
         super().build(expert_outputs_shape)
 
