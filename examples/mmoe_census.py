@@ -15,7 +15,7 @@ towers of 8 units, a 128-unit Shared-Bottom layer, embeddings of 4, Adam 1e-3, b
 The single-task baseline trains one 128-unit MLP per task.
 
     python examples/mmoe_census.py                   # 5 seeds, both data sets
-    python examples/mmoe_census.py --quick           # 2 seeds, small data, under a minute
+    python examples/mmoe_census.py --quick           # 2 seeds, small data, about a minute
     python examples/mmoe_census.py --write_docs      # also update docs/reproductions.md
 """
 
@@ -52,7 +52,7 @@ flags.DEFINE_integer("bottom_units", 128, "Units of the Shared-Bottom and single
 flags.DEFINE_integer("steps_per_execution", 8, "Training steps run per call into TensorFlow.")
 flags.DEFINE_integer("max_train_examples", None, "Use at most this many training examples.")
 flags.DEFINE_string("data_dir", None, "Folder with the data files; defaults to $MTL_LAYERS_DATA_DIR.")
-flags.DEFINE_bool("quick", False, "2 seeds, 2000 training examples, 1 epoch: checks that the script runs.")
+flags.DEFINE_bool("quick", False, "2 seeds, 3000 training examples, 2 epochs: checks that the script runs.")
 flags.DEFINE_string("output_dir", "runs/mmoe_census", "Folder of the results JSON and plots.")
 flags.DEFINE_bool("write_docs", False, "Write the gate plot to docs/images/ and the tables to docs/reproductions.md.")
 flags.DEFINE_string("from_results", None, "Skip training and report the runs in this results.json file.")
@@ -272,8 +272,9 @@ def plot_gates(results, image_path: pathlib.Path):
 def apply_quick_mode():
     """Shrink the run so that it finishes in well under a minute."""
     FLAGS.num_seeds = 2
-    FLAGS.epochs = 1
-    FLAGS.max_train_examples = 2000
+    FLAGS.epochs = 2
+    FLAGS.batch_size = 128
+    FLAGS.max_train_examples = 3000
     FLAGS.datasets = ["adult"]
     FLAGS.task_groups = ["1"]
     FLAGS.models = ["single_task", "mmoe"]

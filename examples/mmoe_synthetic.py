@@ -10,7 +10,7 @@ layer sized so that its parameter count matches MMoE's. Every seed draws new dat
 w1, w2, alpha, beta, inputs and noise) and new initial weights.
 
     python examples/mmoe_synthetic.py                 # the full study, minutes per seed
-    python examples/mmoe_synthetic.py --quick         # 2 seeds on small data, under a minute
+    python examples/mmoe_synthetic.py --quick         # 2 seeds on small data, about a minute
     python examples/mmoe_synthetic.py --write_docs    # also update docs/ and docs/images/
 """
 
