@@ -72,15 +72,18 @@ class HyperGridDense(keras.layers.Layer):
 
         y_j = sum_i gate[i, j] * (x_i W_ij),
 
-    so it computes the partial products x_i W_i of every row block (together the FLOPs of
-    one Dense layer), scales them by the gate and sums over i. The extra memory is one
-    `(batch, ..., grid_rows, units)` tensor. In `"GG"` mode the gate is folded into the
-    kernel once per call instead.
+    which it computes exactly in one of two ways, each with the FLOPs of one Dense layer:
+    a loop over the row blocks that adds up the gated partial products x_i W_i (extra
+    elementwise work: `grid_rows x units` values per position), or a loop over the
+    column blocks that scales every row block x_i by gate[i, j] and multiplies the
+    scaled input by W_j (extra work: `grid_cols x features`). It takes the form with less
+    extra work. In `"GG"` mode the gate is folded into the kernel once per call instead.
 
-    NOTE: on 2 CPU cores this measured 1.8-5x a Dense layer's forward time and 3-17x
-    its training step (`benchmarks/hypergrid_dense.py`), worst for small blocks, because
-    the partial-product tensor is `grid_rows` times the output. Prefer blocks with few
-    grid rows (large `block_rows`).
+    NOTE: the extra elementwise work is about 1/max(block_rows, block_cols) of the
+    matmul's multiply-adds but is memory-bound, so small blocks cost the most. On 2
+    shared CPU cores (`benchmarks/hypergrid_dense.py`), 32x32 blocks measured 1.4-1.9x a
+    Dense layer's forward time and 1.3-2.5x its training step, and 32x64 or 128x64
+    blocks at most 1.26x.
 
     Args:
         units: Output size, an integer >= 1.
@@ -298,7 +301,11 @@ class HyperGridDense(keras.layers.Layer):
         # (batch, positions, features): every position of an example shares its gate.
         inputs = ops.reshape(inputs, (batch_size, -1, self.kernel.shape[0]))
         gate = ops.cast(gate, inputs.dtype)
-        if self.block_shape[0] >= self.block_shape[1]:
+        # Pick the form with less elementwise work per position, grid_rows x units or
+        # grid_cols x features, and on a tie the one with fewer loop steps.
+        row_form_cost = (self.grid_rows * self.units, self.grid_rows)
+        column_form_cost = (self.grid_cols * self.kernel.shape[0], self.grid_cols)
+        if row_form_cost < column_form_cost:
             outputs = self._sum_gated_row_blocks(inputs, gate)
         else:
             outputs = self._concat_gated_column_blocks(inputs, gate)
@@ -309,8 +316,8 @@ class HyperGridDense(keras.layers.Layer):
     def _sum_gated_row_blocks(self, inputs, gate):
         """Return y = sum_i expand(gate[:, i, :]) * (x_i W_i), shape (batch, positions, units).
 
-        The extra elementwise work is `grid_rows x units` per position, so this form is
-        chosen when it is at most that of the column form (`block_rows >= block_cols`).
+        The extra elementwise work is `grid_rows x units` per position, and the loop has
+        `grid_rows` steps.
         """
         batch_size = ops.shape(inputs)[0]
         flat_inputs = ops.reshape(inputs, (-1, self.kernel.shape[0]))
@@ -332,8 +339,8 @@ class HyperGridDense(keras.layers.Layer):
     def _concat_gated_column_blocks(self, inputs, gate):
         """Return y_j = (x * expand(gate[:, :, j])) W_j for each column block j, concatenated.
 
-        The extra elementwise work is `grid_cols x features` per position, so this form is
-        chosen when it is less than that of the row form (`block_cols > block_rows`).
+        The extra elementwise work is `grid_cols x features` per position, and the loop has
+        `grid_cols` steps.
         """
         batch_size = ops.shape(inputs)[0]
         input_dim = self.kernel.shape[0]

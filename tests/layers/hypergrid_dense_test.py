@@ -42,8 +42,9 @@ def _random(shape, seed):
     return np.random.default_rng(seed).normal(size=shape).astype("float32")
 
 
-# (4, 2) has block_rows >= block_cols, so the layer sums gated row blocks; (2, 3) has
-# block_cols > block_rows, so it concatenates gated column blocks.
+# With 12 features and 6 units, (4, 2) makes the layer sum gated row blocks (3 x 6 <
+# 3 x 12 elementwise products per position), and (2, 3) makes it concatenate gated
+# column blocks (2 x 12 < 6 x 6).
 BLOCK_SHAPES = [(4, 2), (2, 3)]
 
 
