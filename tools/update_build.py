@@ -65,10 +65,27 @@ def _tests_build(folder: pathlib.Path) -> str:
         text += f"py_test(\n    name = \"{test.stem}\",\n    srcs = [\"{test.name}\", \"//tools:pytest_main.py\"],\n"
         text += "    main = \"//tools:pytest_main.py\",\n"
         text += f"    args = [\"$(location {test.name})\"],\n"
-        text += "    data = [\n" + _quote_list(["//:pytest.ini", "//tests:conftest.py"]) + "    ],\n"
+        data = ["//:pytest.ini", "//tests:conftest.py"] + SCRIPT_DATA.get(folder.name, [])
+        text += "    data = [\n" + _quote_list(data) + "    ],\n"
         text += "    deps = [\n" + _quote_list(["//mtl_layers"] + ([":test_helpers"] if helpers else []))
         text += "    ],\n)\n\n"
     return text.rstrip("\n") + "\n"
+
+
+# Test folders whose tests run the files of another folder, which a filegroup exports.
+SCRIPT_DATA = {
+    "benchmarks": ["//benchmarks:scripts"],
+    "colabs": ["//colabs:notebooks"],
+    "examples": ["//examples:scripts"],
+}
+
+
+def _filegroup_build(name: str, pattern: str) -> str:
+    return (
+        HEADER
+        + f'\nfilegroup(\n    name = "{name}",\n    srcs = glob(["{pattern}"]),\n'
+        + '    visibility = ["//visibility:public"],\n)\n'
+    )
 
 
 def expected_build_files() -> dict:
@@ -82,6 +99,9 @@ def expected_build_files() -> dict:
     test_folders = sorted({p.parent for p in (REPO_ROOT / "tests").rglob("*.py")})
     for folder in test_folders:
         files[folder / "BUILD"] = _tests_build(folder)
+    files[REPO_ROOT / "benchmarks" / "BUILD"] = _filegroup_build("scripts", "*.py")
+    files[REPO_ROOT / "examples" / "BUILD"] = _filegroup_build("scripts", "*.py")
+    files[REPO_ROOT / "colabs" / "BUILD"] = _filegroup_build("notebooks", "*.ipynb")
     files[REPO_ROOT / "tests" / "BUILD"] = (
         files.get(REPO_ROOT / "tests" / "BUILD", HEADER + PY_RULES + "\n")
         + '\nexports_files(["conftest.py"])\n'
