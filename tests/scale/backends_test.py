@@ -1,7 +1,7 @@
 """The layers and model builders give TensorFlow's numbers under the JAX and PyTorch backends.
 
 This process (Keras 3, TensorFlow backend) runs every case of `backend_worker.py` and
-stores the initial weights; a child process per backend loads them, computes the same
+stores the initial weights. A child process per backend loads them and computes the same
 outputs and one SGD step, and the test compares outputs, loss and trained weights. The
 MMoE model exported from JAX with `model.export` must serve the JAX outputs through
 `tf.saved_model.load`.
@@ -29,7 +29,7 @@ ATOL = 1e-5
 CHILD_TIMEOUT_S = 300
 
 # Cases that fail on a backend because of a known library bug: {backend: {case: bug}}.
-# The test requires them to fail, so a fix shows up as a failure that asks to drop the entry.
+# The test requires them to fail, so after a fix it fails and names the entry to drop.
 KNOWN_FAILURES = {
     "jax": {
         "hypergrid_dense_GG": (

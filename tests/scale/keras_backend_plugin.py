@@ -4,11 +4,11 @@
 `torch`. The library code is backend-neutral, but some tests check it with TensorFlow
 tools (`tf.GradientTape`, `tf.saved_model`, `Tensor.numpy()`), or with raw string
 features, which Keras preprocessing layers look up inside a model only on the TensorFlow
-backend. This plugin skips exactly those tests, each with its reason, and marks as
-expected failures (strict, so a fix shows up) the tests that fail because of a known
-library bug on that backend. `tests/scale/backends_test.py` compares every layer's
-outputs and training step with TensorFlow on both backends, so the skipped checks of
-numbers are still covered there.
+backend. This plugin skips exactly those tests, each with its reason.
+`tests/scale/backends_test.py` compares every layer's outputs and training step with
+TensorFlow on both backends, so the skipped checks of numbers are still covered there.
+Rewriting the skipped tests with `keras.ops.convert_to_numpy` and backend-neutral
+gradients would let them run on every backend.
 
 On the TensorFlow backend the plugin changes nothing.
 """
