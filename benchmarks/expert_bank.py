@@ -16,8 +16,8 @@ bound. The target is ExpertBank <= 1.1x the bound at every size.
 """
 
 import itertools
+import os
 import pathlib
-import statistics
 import sys
 import time
 
@@ -82,11 +82,12 @@ def make_training_loop(model):
 
 
 def measure(batch_size, num_experts, units):
-    """Return {network name: (min, median) seconds per training step} for one size.
+    """Return {network name: (CPU seconds, wall seconds) per training step} for one size.
 
     The number of steps per timed call is chosen so that a call of the bound takes
-    about `--seconds_per_call`. The minimum over calls is the estimate least affected
-    by other processes on the machine; the median is reported beside it.
+    about `--seconds_per_call`. Both values are the minimum over calls. CPU time is the
+    time this process's threads ran, which other processes on the machine change far
+    less than the wall-clock time.
     """
     import numpy as np
     import tensorflow as tf
@@ -102,13 +103,15 @@ def measure(batch_size, num_experts, units):
     seconds_per_step = time.perf_counter() - started
     steps = int(min(max(FLAGS.seconds_per_call / max(seconds_per_step, 1e-6), 1), FLAGS.max_steps))
 
-    timings = {name: [] for name in loops}
+    wall = {name: [] for name in loops}
+    cpu = {name: [] for name in loops}
     for _ in range(FLAGS.repeats):
         for name, loop in loops.items():
-            started = time.perf_counter()
+            wall_started, cpu_started = time.perf_counter(), time.process_time()
             loop(batch, tf.constant(steps)).numpy()
-            timings[name].append((time.perf_counter() - started) / steps)
-    return {name: (min(values), statistics.median(values)) for name, values in timings.items()}
+            cpu[name].append((time.process_time() - cpu_started) / steps)
+            wall[name].append((time.perf_counter() - wall_started) / steps)
+    return {name: (min(cpu[name]), min(wall[name])) for name in loops}
 
 
 def main(argv):
@@ -143,6 +146,7 @@ def main(argv):
         return seconds[name][statistic] / seconds["one Dense (bound)"][statistic]
 
     worst = max(ratio(row[3], "ExpertBank", 0) for row in rows)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     command = "python benchmarks/expert_bank.py" + (" --quick" if FLAGS.quick else "")
     lines = [
         "## ExpertBank training step",
@@ -150,14 +154,15 @@ def main(argv):
         f"Command: `{command}`. F = {FLAGS.features} input features; each timed call runs "
         f"about {FLAGS.seconds_per_call} s of training steps inside one `tf.function`; "
         f"{FLAGS.repeats} calls per network, the three networks timed in turns. Machine: "
-        f"{report.machine_description()}.",
+        f"{report.machine_description()}; 1-minute load average {load:.1f} at the end of the run.",
         "",
-        "Ratios are time per training step (forward, backward, SGD update) divided by that "
-        "of one `Dense(E * U)` layer, the fused bound, using the fastest call of each "
-        "network (the median ratio is in brackets; it moves with the load of other "
-        "processes). Target: ExpertBank <= 1.1x at every size.",
+        "Ratios are the time per training step (forward, backward, SGD update) divided by "
+        "that of one `Dense(E * U)` layer, the fused bound, using the fastest call of each "
+        "network. The first ratio uses the process's CPU time, which other processes on a "
+        "shared machine change little; the wall-clock ratio is in brackets. Target: "
+        "ExpertBank <= 1.1x at every size.",
         "",
-        "| batch | experts E | units U | bound (ms/step) | ExpertBank / bound | Dense loop / bound |",
+        "| batch | experts E | units U | bound (CPU ms/step) | ExpertBank / bound | Dense loop / bound |",
         "|---:|---:|---:|---:|---:|---:|",
     ]
     for batch_size, num_experts, units, seconds in rows:
