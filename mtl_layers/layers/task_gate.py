@@ -207,16 +207,18 @@ class TaskGate(keras.layers.Layer):
             # Noisy gating (Shazeer et al., 2017): z + N(0, noise_stddev^2), training only.
             logits = self.noise_layer(logits, training=training)
 
-        # g_k(x) = softmax(z_k). Subtracting the row maximum keeps exp() finite for any logit.
-        logits = logits - ops.max(logits, axis=-1, keepdims=True)
-        weights = ops.exp(logits)
-        if self.top_k is not None and self.top_k < self.num_experts:
-            # KeepTopK: zero all but the k largest logits. The maximum is always kept and has
-            # exp(0) = 1, so the renormalising sum below is >= 1 and never divides by zero.
+        if self.top_k is None or self.top_k == self.num_experts:
+            # g_k(x) = softmax(z_k); the fused softmax subtracts the row maximum, so any
+            # finite logit gives finite weights.
+            weights = ops.softmax(logits, axis=-1)
+        else:
+            # KeepTopK: zero all but the k largest logits, then renormalise. After subtracting
+            # the row maximum, the kept maximum has exp(0) = 1, so the sum is >= 1.
+            logits = logits - ops.max(logits, axis=-1, keepdims=True)
             _, top_indices = ops.top_k(logits, k=self.top_k)
             keep = ops.sum(ops.one_hot(top_indices, self.num_experts, dtype="float32"), axis=-2)
-            weights = weights * keep
-        weights = weights / ops.sum(weights, axis=-1, keepdims=True)
+            weights = ops.exp(logits) * keep
+            weights = weights / ops.sum(weights, axis=-1, keepdims=True)
 
         if training:
             self._track_utilization(weights)
@@ -224,8 +226,9 @@ class TaskGate(keras.layers.Layer):
             self.add_loss(self.load_balance_weight * self._importance_loss(weights))
 
         # f_k(x) = sum_i g_k(x)_i f_i(x), computed in the dtype of the expert outputs.
-        mixing_weights = ops.cast(weights, expert_outputs.dtype)
-        mixture = ops.sum(ops.expand_dims(mixing_weights, -1) * expert_outputs, axis=-2)
+        # One batched matrix product: (..., 1, num_experts) @ (..., num_experts, units).
+        mixing_weights = ops.cast(ops.expand_dims(weights, -2), expert_outputs.dtype)
+        mixture = ops.squeeze(ops.matmul(mixing_weights, expert_outputs), axis=-2)
         if self.return_weights:
             return mixture, weights
         return mixture
