@@ -4,7 +4,8 @@
 `torch`. The library code is backend-neutral, but some tests check it with TensorFlow
 tools (`tf.GradientTape`, `tf.saved_model`, `Tensor.numpy()`), or with raw string
 features, which Keras preprocessing layers look up inside a model only on the TensorFlow
-backend. This plugin skips exactly those tests, each with its reason.
+backend. This plugin skips those tests, each with its reason: the ones listed in
+SKIPPED, and any other whose own source uses one of SOURCE_PATTERNS.
 `tests/scale/backends_test.py` compares every layer's outputs and training step with
 TensorFlow on both backends, so the skipped checks of numbers are still covered there.
 Rewriting the skipped tests with `keras.ops.convert_to_numpy` and backend-neutral
@@ -13,6 +14,7 @@ gradients would let them run on every backend.
 On the TensorFlow backend the plugin changes nothing.
 """
 
+import inspect
 import os
 
 import pytest
@@ -24,6 +26,10 @@ TORCH_NUMPY = (
     "grad (use keras.ops.convert_to_numpy)"
 )
 SAVED_MODEL = "exports with tf.function and tf.saved_model, which trace TensorFlow tensors only"
+FLOAT64 = (
+    "compares output dtypes with the TensorFlow object tf.float64 (and JAX computes float64 "
+    "only with jax_enable_x64 set)"
+)
 STRING_FEATURES = (
     "feeds raw string features; StringLookup runs inside a model only on the TensorFlow "
     "backend (on other backends, look strings up in the tf.data pipeline)"
@@ -103,6 +109,27 @@ SKIPPED = {
 }
 
 
+# Tests not in SKIPPED are matched by what their own source calls, so new tests that use
+# these TensorFlow-only tools are skipped too: (text in the source, {backend: reason}).
+SOURCE_PATTERNS = (
+    ("tf.GradientTape", {"jax": GRADIENT_TAPE, "torch": GRADIENT_TAPE}),
+    ("tf.saved_model", {"jax": SAVED_MODEL, "torch": SAVED_MODEL}),
+    ("tf.float64", {"jax": FLOAT64, "torch": FLOAT64}),
+    (".numpy()", {"jax": NUMPY_METHOD, "torch": TORCH_NUMPY}),
+)
+
+
+def _reason_from_source(item, backend):
+    try:
+        source = inspect.getsource(item.function)
+    except (AttributeError, OSError, TypeError):
+        return None
+    for text, reasons in SOURCE_PATTERNS:
+        if text in source and backend in reasons:
+            return reasons[backend]
+    return None
+
+
 def _backend():
     import keras
 
@@ -122,5 +149,7 @@ def pytest_collection_modifyitems(config, items):
         relative = os.path.relpath(str(item.path), root).replace(os.sep, "/")
         function_name = getattr(item, "originalname", None) or item.name.split("[")[0]
         reason = SKIPPED.get(relative, {}).get(function_name, {}).get(backend)
+        if reason is None:
+            reason = _reason_from_source(item, backend)
         if reason is not None:
             item.add_marker(pytest.mark.skip(reason=f"{backend} backend: test {reason}"))
