@@ -251,7 +251,10 @@ class HyperGridDense(keras.layers.Layer):
         `"GG"` mode, where the gate does not depend on the example.
         """
         if self.mode == "GG":
-            return ops.sigmoid(ops.outer(self.global_rows, self.global_cols))
+            # convert_to_tensor: the JAX backend's outer() does not take Keras variables.
+            global_rows = ops.convert_to_tensor(self.global_rows)
+            global_cols = ops.convert_to_tensor(self.global_cols)
+            return ops.sigmoid(ops.outer(global_rows, global_cols))
         if conditioning is None:
             raise ValueError(
                 f"HyperGridDense in mode {self.mode!r} needs `conditioning`, a "
@@ -260,10 +263,13 @@ class HyperGridDense(keras.layers.Layer):
             )
         rows = self.local_rows(conditioning) if self.local_rows is not None else None
         cols = self.local_cols(conditioning) if self.local_cols is not None else None
+        # The global vector is float32; under mixed precision the projection is not.
         if rows is None:
-            rows = ops.broadcast_to(self.global_rows, (ops.shape(cols)[0], self.grid_rows))
+            global_rows = ops.cast(self.global_rows, cols.dtype)
+            rows = ops.broadcast_to(global_rows, (ops.shape(cols)[0], self.grid_rows))
         if cols is None:
-            cols = ops.broadcast_to(self.global_cols, (ops.shape(rows)[0], self.grid_cols))
+            global_cols = ops.cast(self.global_cols, rows.dtype)
+            cols = ops.broadcast_to(global_cols, (ops.shape(rows)[0], self.grid_cols))
         # gate[b] = sigmoid(r_b c_b^T), one value per block of the kernel.
         return ops.sigmoid(ops.expand_dims(rows, 2) * ops.expand_dims(cols, 1))
 

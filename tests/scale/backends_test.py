@@ -31,12 +31,7 @@ CHILD_TIMEOUT_S = 300
 # Cases that fail on a backend because of a known library bug: {backend: {case: bug}}.
 # The test requires them to fail, so after a fix it fails and names the entry to drop.
 KNOWN_FAILURES = {
-    "jax": {
-        "hypergrid_dense_GG": (
-            "HyperGridDense.compute_gate passes its Keras variables straight to ops.outer, "
-            "which JAX rejects ('Triggering __jax_array__() during abstractification')"
-        ),
-    },
+    "jax": {},
     "torch": {},
 }
 

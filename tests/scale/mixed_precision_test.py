@@ -236,13 +236,6 @@ def test_hypergrid_dense_extreme_conditioning_finite(policy, mode):
         assert ((gate >= 0.0) & (gate <= 1.0)).all()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "HyperGridDense.compute_gate multiplies a float32 global vector by the local "
-        "projection in the compute dtype; only inside call() does Keras cast the vector"
-    ),
-)
 @pytest.mark.parametrize("mode", ["LG", "GL"])
 def test_hypergrid_compute_gate_outside_call(policy, mode):
     layer = mtl.HyperGridDense(6, block_shape=(4, 3), mode=mode)
