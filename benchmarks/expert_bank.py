@@ -64,7 +64,8 @@ def make_training_loop(model):
     """Return a compiled function that runs `steps` SGD training steps on one batch."""
     import tensorflow as tf
 
-    variables = [getattr(v, "value", v) for v in model.trainable_weights]
+    # Keras 3 wraps each tf.Variable (its `value` property); tf_keras weights are tf.Variables.
+    variables = [v if isinstance(v, tf.Variable) else v.value for v in model.trainable_weights]
 
     @tf.function
     def train(batch, steps):
