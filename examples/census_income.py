@@ -214,6 +214,7 @@ def main(argv):
             train.to_dataset(FLAGS.batch_size, shuffle=True, seed=FLAGS.seed),
             validation_data=unsharded(data.validation.to_dataset(4096)),
             epochs=FLAGS.epochs,
+            shuffle=False,  # to_dataset(shuffle=True) already shuffles every epoch
             verbose=0,
             callbacks=[
                 mtl.callbacks.StopOnNonFiniteLoss(),

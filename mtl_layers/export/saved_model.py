@@ -239,6 +239,11 @@ def export_saved_model(
 
     export_dir.mkdir(parents=True, exist_ok=True)
     staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{version}.incomplete-", dir=export_dir))
+    # mkdtemp creates the folder with mode 0700; give it the mode a plain mkdir would get,
+    # so a model server running as another user can read the published version.
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)
     try:
         tf.saved_model.save(module, str(staging), signatures=signatures)
         if warmup_logs:

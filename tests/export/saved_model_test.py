@@ -158,6 +158,12 @@ def test_version_folder_layout(exported):
     assert leftovers == []
 
 
+def test_version_folder_mode_follows_umask(exported):
+    umask = os.umask(0)
+    os.umask(umask)
+    assert exported.stat().st_mode & 0o777 == 0o777 & ~umask
+
+
 def test_reload_without_library_matches(reloaded, three_task_model, examples):
     outputs_dir = reloaded
     expected = {
