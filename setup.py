@@ -44,7 +44,10 @@ EXTRAS_REQUIRE["test"] = sorted(
         *EXTRAS_REQUIRE["notebooks"],
     }
 )
-EXTRAS_REQUIRE["all"] = sorted({req for reqs in EXTRAS_REQUIRE.values() for req in reqs})
+# "all" leaves out the backends: on PyPI, torch==2.13.0 for Linux is a multi-GB CUDA build.
+EXTRAS_REQUIRE["all"] = sorted(
+    {req for name, reqs in EXTRAS_REQUIRE.items() if name != "backends" for req in reqs}
+)
 
 setuptools.setup(
     name="mtl_layers",
