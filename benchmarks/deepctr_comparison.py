@@ -532,7 +532,7 @@ def verdict_line(library, model_name, ours, peers) -> str:
 
 
 def run_order_note(results) -> str:
-    """Return a sentence that says whether the libraries took turns within each seed."""
+    """Return a sentence stating whether the libraries took turns within each seed."""
     libraries = [result["library"] for result in results]
     switches = sum(first != second for first, second in zip(libraries, libraries[1:]))
     if switches <= len(set(libraries)) - 1:

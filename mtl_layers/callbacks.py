@@ -16,7 +16,7 @@ class NonFiniteLossError(FloatingPointError):
 class StopOnNonFiniteLoss(keras.callbacks.Callback):
     """Raise `NonFiniteLossError` as soon as a batch loss is NaN or infinite.
 
-    Keras's `TerminateOnNaN` stops quietly and leaves a model with NaN weights; this
+    Keras's `TerminateOnNaN` stops quietly and leaves a model with NaN weights. This
     callback raises an error that names the epoch, the batch and the usual fixes.
     """
 

@@ -21,7 +21,7 @@ For each example (a user) and step t = 1..T:
    the MMoE label function applied to the state, with alpha_i, beta_i ~ N(0, 1) shared
    by both tasks and eps ~ N(0, noise_stddev^2).
 
-The model sees x~_t and, by default, one 0/1 indicator per source that says whether the
+The model receives x~_t and, by default, one 0/1 indicator per source that marks whether the
 source was observed at the step. Sequence lengths are uniform in
 [`min_length`, `max_length`], and rows are padded to `max_length` on the right or the left.
 Padded steps have zero features and zero labels and are False in the mask.
