@@ -21,7 +21,7 @@ class TaskGate(keras.layers.Layer):
     over them. Noisy gating adds Gaussian noise to the logits in training, following the
     noisy top-k gating of Shazeer et al., "Outrageously Large Neural Networks: The
     Sparsely-Gated Mixture-of-Experts Layer", ICLR 2017. That paper learns a per-expert
-    noise scale, softplus(x W_noise); here `noise_stddev` is one fixed standard deviation
+    noise scale, softplus(x W_noise). Here `noise_stddev` is one fixed standard deviation
     for every expert and example, which is the paper's form with the noise scale held
     constant. The noise is applied before the top-k selection, so it also spreads which
     experts are chosen.

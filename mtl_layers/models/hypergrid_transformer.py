@@ -242,7 +242,7 @@ def hypergrid_transformer(
     each task reads a pooled representation through its own tower. The model takes
     `token_ids` (`(batch, sequence_length)`, 0 = padding) and `task_id` (`(batch,)`, the
     index of the example's task in `tasks`). A learned token of the example's task is
-    put in front of the sequence (the task prefix), so every variant sees the task:
+    put in front of the sequence (the task prefix), so every variant receives the task:
 
     - `feed_forward="hypergrid"`: the HyperGrid model.
     - `feed_forward="dense"`: the vanilla multi-task baseline (plain Dense projections).

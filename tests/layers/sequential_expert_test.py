@@ -239,7 +239,8 @@ def test_config_round_trip():
     config = layer.get_config()
     restored = mtl.SequentialExpert.from_config(config)
     assert restored.get_config() == config
-    assert restored.num_experts == 3 and restored.units == 5
+    assert restored.num_experts == 3
+    assert restored.units == 5
     assert restored.return_sequences is False
 
 

@@ -79,7 +79,7 @@ def test_builder_trains_with_both_label_shapes(name, column_labels):
     assert last["loss"] > 0
 
 
-def test_mmoe_has_one_gate_per_task_and_omoe_one_gate():
+def test_gate_counts_mmoe_and_omoe():
     mmoe = mtl.models.mmoe(TASKS, FEATURES, num_experts=3)
     omoe = mtl.models.omoe(TASKS, FEATURES, num_experts=3)
     assert sum(isinstance(layer, mtl.TaskGate) for layer in mmoe.layers) == 3

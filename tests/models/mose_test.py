@@ -58,7 +58,8 @@ def test_mose_structure():
     model = mtl.models.mose(TASKS, FEATURES, num_experts=3, expert_units=5, bottom_units=7)
     experts = model.get_layer("sequential_experts")
     assert isinstance(experts, mtl.SequentialExpert)
-    assert experts.num_experts == 3 and experts.units == 5
+    assert experts.num_experts == 3
+    assert experts.units == 5
     assert isinstance(model.get_layer("bottom_lstm"), keras.layers.LSTM)
     for task in TASKS:
         assert isinstance(model.get_layer(f"{task.name}_gate"), mtl.TaskGate)
