@@ -127,11 +127,23 @@ def check_tasks(tasks: Sequence[TaskSpec]) -> Tuple[TaskSpec, ...]:
     return tasks
 
 
-def compile_for_tasks(model, tasks: Sequence[TaskSpec], optimizer="adam", **compile_kwargs):
+def compile_for_tasks(
+    model, tasks: Sequence[TaskSpec], optimizer="adam", track_metrics: bool = True, **compile_kwargs
+):
     """Compile `model` with each task's loss, loss weight and metrics.
 
     The model must have one output per task, named after the task (as the builders in
     `mtl_layers.models` create). Extra keyword arguments go to `model.compile`.
+
+    Args:
+        model: The multi-task model.
+        tasks: The model's `TaskSpec`s.
+        optimizer: The optimizer or its name.
+        track_metrics: Whether `fit` updates each task's metrics at every step. With
+            `False` only the losses are computed; a streaming AUC costs about as much as
+            the rest of a small model's training step, so turn it off when training speed
+            matters and evaluate the metrics after training.
+        **compile_kwargs: Passed to `model.compile`, for example `steps_per_execution`.
     """
     tasks = check_tasks(tasks)
     output_names = list(model.output_names)
@@ -145,7 +157,7 @@ def compile_for_tasks(model, tasks: Sequence[TaskSpec], optimizer="adam", **comp
         optimizer=optimizer,
         loss={task.name: task.loss() for task in tasks},
         loss_weights={task.name: float(task.loss_weight) for task in tasks},
-        metrics={task.name: task.metrics() for task in tasks},
+        metrics={task.name: task.metrics() for task in tasks} if track_metrics else None,
         **compile_kwargs,
     )
     return model

@@ -50,3 +50,26 @@ def test_compile_for_tasks_rejects_missing_output():
     model = keras.Model(inputs, {"a": keras.layers.Dense(1, name="a")(inputs)})
     with pytest.raises(ValueError, match=r"no output named \['b'\]"):
         compile_for_tasks(model, [TaskSpec("a"), TaskSpec("b")])
+
+
+@pytest.mark.parametrize("track_metrics", [True, False])
+def test_compile_for_tasks_track_metrics(track_metrics):
+    import numpy as np
+
+    inputs = keras.Input((3,))
+    outputs = {
+        "a": keras.layers.Dense(1, activation="sigmoid", name="a")(inputs),
+        "b": keras.layers.Dense(1, name="b")(inputs),
+    }
+    model = keras.Model(inputs, outputs)
+    compile_for_tasks(model, [TaskSpec("a"), TaskSpec("b", kind="regression")], track_metrics=track_metrics)
+    features = np.random.default_rng(0).normal(size=(16, 3)).astype("float32")
+    labels = {"a": np.ones((16, 1), "float32"), "b": np.zeros((16, 1), "float32")}
+    history = model.fit(features, labels, epochs=1, verbose=0).history
+
+    metric_names = [name for name in history if name.endswith("auc") or name.endswith("rmse")]
+    if track_metrics:
+        assert sorted(metric_names) == ["a_auc", "b_rmse"]
+    else:
+        assert metric_names == []
+    assert "loss" in history
