@@ -140,9 +140,8 @@ def compile_for_tasks(
         tasks: The model's `TaskSpec`s.
         optimizer: The optimizer or its name.
         track_metrics: Whether `fit` updates each task's metrics at every step. With
-            `False` only the losses are computed; a streaming AUC costs about as much as
-            the rest of a small model's training step, so turn it off when training speed
-            matters and evaluate the metrics after training.
+            `False` only the losses are computed, which shortens the step of a small
+            model; evaluate the metrics after training instead.
         **compile_kwargs: Passed to `model.compile`, for example `steps_per_execution`.
     """
     tasks = check_tasks(tasks)
