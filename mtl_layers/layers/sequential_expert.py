@@ -26,14 +26,28 @@ class _ExpertStepCell(keras.layers.Layer):
     `(batch_size, num_experts * units)` because `keras.layers.RNN` masks states with a
     batch-first layout. The step input is the projection x_t W_e + b_e of every expert and
     gate, `(batch_size, num_experts * 4 * units)`.
+
+    The cell computes in the variable dtype of its `SequentialExpert` (float32 under the
+    mixed policies), so the gate sums and both states are float32. Only the recurrent
+    product runs in `matmul_dtype`, the layer's compute dtype.
     """
 
-    def __init__(self, num_experts, units, activation, recurrent_activation, constants, **kwargs):
+    def __init__(
+        self,
+        num_experts,
+        units,
+        activation,
+        recurrent_activation,
+        constants,
+        matmul_dtype,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.num_experts = num_experts
         self.units = units
         self.activation = activation
         self.recurrent_activation = recurrent_activation
+        self.matmul_dtype = matmul_dtype
         self.state_size = [num_experts * units, num_experts * units]
         self.output_size = num_experts * units
         self._constants = constants
@@ -41,13 +55,22 @@ class _ExpertStepCell(keras.layers.Layer):
     def build(self, input_shape):
         self.built = True
 
+    def get_initial_state(self, inputs=None, batch_size=None, dtype=None):
+        # Keras 3 passes only `batch_size`, and `tf_keras` also passes the dtype of the loop's
+        # inputs. That dtype is ignored because the states always get this cell's dtype.
+        del inputs, dtype
+        return [ops.zeros((batch_size, size), dtype=self.compute_dtype) for size in self.state_size]
+
     def call(self, inputs, states):
         hidden, cell = states
         batch_size = ops.shape(inputs)[0]
         recurrent_input = hidden
         if self._constants.recurrent_mask is not None:
             recurrent_input = hidden * self._constants.recurrent_mask
-        recurrent_kernel = ops.cast(self._constants.recurrent_kernel, inputs.dtype)
+        # Under a mixed policy the recurrent product runs in the compute dtype (float16 or
+        # bfloat16). The gate sum below is in this cell's dtype (float32).
+        recurrent_kernel = ops.cast(self._constants.recurrent_kernel, self.matmul_dtype)
+        recurrent_input = ops.cast(recurrent_input, self.matmul_dtype)
 
         # h_{t-1} U_e for all experts in one batched product over the expert axis:
         # (E, B, U) @ (E, U, 4U) -> (E, B, 4U), then back to (B, E, 4U).
@@ -55,10 +78,10 @@ class _ExpertStepCell(keras.layers.Layer):
             ops.reshape(recurrent_input, (batch_size, self.num_experts, self.units)), (1, 0, 2)
         )
         recurrent_projection = ops.transpose(ops.matmul(recurrent_input, recurrent_kernel), (1, 0, 2))
-        gates = (
-            ops.reshape(inputs, (batch_size, self.num_experts, _NUM_GATES * self.units))
-            + recurrent_projection
-        )
+        gates = ops.reshape(
+            ops.cast(inputs, self.compute_dtype),
+            (batch_size, self.num_experts, _NUM_GATES * self.units),
+        ) + ops.cast(recurrent_projection, self.compute_dtype)
         input_gate, forget_gate, candidate, output_gate = ops.split(gates, _NUM_GATES, -1)
 
         # c_t = f * c_{t-1} + i * tanh(z_c),  h_t = o * tanh(c_t)
@@ -107,6 +130,10 @@ class SequentialExpert(keras.layers.Layer):
 
     Each expert's kernels are drawn independently (a seeded initializer gives expert e the
     seed `seed + e`), so experts never start as copies of each other.
+
+    Under the `mixed_float16` and `mixed_bfloat16` policies the two matrix products run in
+    the compute dtype, while the gate pre-activations, the gates and the hidden and cell
+    states stay float32. The outputs are cast to the compute dtype.
 
     Args:
         num_experts: Number of LSTM experts, an integer >= 1.
@@ -191,15 +218,27 @@ class SequentialExpert(keras.layers.Layer):
         self.bias_regularizer = keras.regularizers.get(bias_regularizer)
         self.supports_masking = True
 
+        # The loop carries the states in the variable dtype, which is float32 under the
+        # mixed policies and the compute dtype otherwise. A float16 or bfloat16 cell state
+        # would drop the small updates that c_t = f * c_{t-1} + i * tanh(z_c) adds when f is
+        # close to 1, and drift over long sequences. The sublayers get explicit dtypes
+        # because the global policy could differ from this layer's.
+        self._state_dtype = self.dtype_policy.variable_dtype
+
         # Dropout sublayers draw the masks, so both Keras modes handle seeds and `training`.
-        # The input mask is constant over time (noise shape (batch, 1, features)).
+        # The input mask is constant over time (noise shape (batch, 1, features)). The
+        # recurrent mask multiplies the hidden state, so it has the state dtype.
         self.input_dropout_layer = (
-            keras.layers.Dropout(self.dropout, noise_shape=(None, 1, None))
+            keras.layers.Dropout(
+                self.dropout, noise_shape=(None, 1, None), dtype=self.dtype_policy
+            )
             if self.dropout > 0
             else None
         )
         self.recurrent_dropout_layer = (
-            keras.layers.Dropout(self.recurrent_dropout) if self.recurrent_dropout > 0 else None
+            keras.layers.Dropout(self.recurrent_dropout, dtype=self._state_dtype)
+            if self.recurrent_dropout > 0
+            else None
         )
 
         self._step_constants = _StepConstants()
@@ -210,13 +249,13 @@ class SequentialExpert(keras.layers.Layer):
                 self.activation,
                 self.recurrent_activation,
                 self._step_constants,
+                matmul_dtype=self.compute_dtype,
                 name="expert_step",
-                dtype=self.dtype_policy,
+                dtype=self._state_dtype,
             ),
             return_sequences=self.return_sequences,
             name="expert_loop",
-            # The loop runs in this layer's dtype; the global policy could differ.
-            dtype=self.dtype_policy,
+            dtype=self._state_dtype,
         )
 
     def build(self, input_shape):
@@ -289,16 +328,17 @@ class SequentialExpert(keras.layers.Layer):
             inputs = self.input_dropout_layer(inputs, training=training)
 
         # x_t [W_1 | ... | W_E] (+ b) for every step, expert and gate in one matrix product:
-        # (batch, time, num_experts * 4 * units), expert-major along the last axis.
+        # (batch, time, num_experts * 4 * units), expert-major along the last axis. The
+        # product runs in the compute dtype, and the bias is added in the state dtype.
         fused_kernel = ops.reshape(self.kernel, (input_dim, self.num_experts * gate_units))
-        projections = ops.matmul(inputs, fused_kernel)
+        projections = ops.cast(ops.matmul(inputs, fused_kernel), self._state_dtype)
         if self.bias is not None:
-            projections = projections + ops.reshape(self.bias, (-1,))
+            projections = projections + ops.cast(ops.reshape(self.bias, (-1,)), self._state_dtype)
 
         recurrent_mask = None
         if self.recurrent_dropout_layer is not None and training:
             recurrent_mask = self.recurrent_dropout_layer(
-                ops.ones((batch_size, self.num_experts * self.units), dtype=projections.dtype),
+                ops.ones((batch_size, self.num_experts * self.units), dtype=self._state_dtype),
                 training=training,
             )
 
@@ -311,6 +351,7 @@ class SequentialExpert(keras.layers.Layer):
         finally:
             self._step_constants.recurrent_mask = None
 
+        outputs = ops.cast(outputs, self.compute_dtype)
         if self.return_sequences:
             return ops.reshape(outputs, (batch_size, time_steps, self.num_experts, self.units))
         return ops.reshape(outputs, (batch_size, self.num_experts, self.units))

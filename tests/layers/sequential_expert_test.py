@@ -70,6 +70,26 @@ def test_layer_dtype_reaches_outputs():
     # The recurrent loop is a sublayer, so it must run in this layer's dtype, not the global one.
     outputs = mtl.SequentialExpert(2, 3, dtype="float64")(_inputs(), mask=MASK)
     assert outputs.dtype == tf.float64
+    layer = mtl.SequentialExpert(2, 3, dropout=0.3, recurrent_dropout=0.3, dtype="float64")
+    assert layer(_inputs(), mask=MASK, training=True).dtype == tf.float64
+
+
+@pytest.mark.parametrize(
+    "policy, compute_dtype", [("mixed_float16", tf.float16), ("mixed_bfloat16", tf.bfloat16)]
+)
+def test_dropout_under_mixed_policy(policy, compute_dtype):
+    # The recurrent dropout mask multiplies the float32 hidden state inside the loop.
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        layer = mtl.SequentialExpert(2, 4, dropout=0.3, recurrent_dropout=0.3)
+        outputs = layer(_inputs(), mask=MASK, training=True)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert outputs.dtype == compute_dtype
+    values = tf.cast(outputs, tf.float32).numpy()
+    assert np.isfinite(values).all()
+    np.testing.assert_array_equal(values[0, 4], values[0, 2])
+    np.testing.assert_array_equal(values[2], np.zeros((TIME, 2, 4)))
 
 
 def test_matches_numpy_reference_with_mask():

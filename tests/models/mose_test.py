@@ -116,6 +116,34 @@ def test_training_updates_every_expert():
     assert (per_expert > 0).all(), per_expert
 
 
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_mose_trains_under_mixed_policy(policy):
+    inputs, labels = _data()
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        keras.utils.set_random_seed(0)
+        model = mtl.models.mose(TASKS, FEATURES, num_experts=2)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    compile_for_tasks(model, TASKS, optimizer=keras.optimizers.Adam(0.01), run_eagerly=True)
+    experts = model.get_layer("sequential_experts")
+    before = experts.kernel.numpy().copy()
+    history = model.fit(
+        inputs,
+        labels,
+        sample_weight=mtl.models.sequence_sample_weights(TASKS, MASK),
+        epochs=2,
+        verbose=0,
+    )
+    assert np.isfinite(history.history["loss"]).all()
+    assert np.abs(experts.kernel.numpy() - before).max() > 0
+    assert all(weight.numpy().dtype == np.float32 for weight in model.trainable_weights)
+    outputs = model.predict_on_batch(inputs)
+    for name in ("click", "rating"):
+        assert np.asarray(outputs[name]).dtype == np.float32
+        assert np.isfinite(np.asarray(outputs[name])).all()
+
+
 def test_padded_step_labels_do_not_affect_training():
     inputs, labels = _data()
     weights = mtl.models.sequence_sample_weights(TASKS, MASK)
