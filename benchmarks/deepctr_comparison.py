@@ -19,9 +19,10 @@ blocks outgoing connections before it imports DeepCTR.
 
 Feature handling is identical for both libraries. Categorical columns are indexed with
 the training vocabulary (index 0 for unknown values) and embedded in 4 dimensions.
-Numeric columns are standardised with the training mean and variance. This library's models take
-the raw strings and numbers and do both steps inside the model (`FeatureSpec`); DeepCTR
-takes the integer indices and standardised numbers, computed beforehand, as its users do.
+Numeric columns are standardised with the training mean and variance. This library runs
+twice: on raw strings and numbers, with both steps inside the model (`FeatureSpec`), and
+on the output of `mtl_layers.models.preprocess_features`, the same indices and
+standardised numbers that DeepCTR takes, computed beforehand as its users do.
 
     python benchmarks/deepctr_comparison.py                 # Adult, task group 1, 5 seeds
     python benchmarks/deepctr_comparison.py --quick         # 2 seeds, small data
@@ -61,7 +62,7 @@ flags.DEFINE_integer("steps_per_execution", 64, "Training steps per call into Te
 flags.DEFINE_integer(
     "jit_steps_per_execution", 16, "Training steps per call into TensorFlow (this library, with XLA)."
 )
-flags.DEFINE_bool("jit_compile", True, "Compile the training step of this library's indexed-input models with XLA.")
+flags.DEFINE_bool("jit_compile", True, "Compile the training step of this library's preprocessed-input models with XLA.")
 flags.DEFINE_integer("latency_calls", 200, "Timed batch-1 prediction calls per model.")
 flags.DEFINE_integer("max_train_examples", None, "Use at most this many training examples.")
 flags.DEFINE_string("data_dir", None, "Folder with the data files; defaults to $MTL_LAYERS_DATA_DIR.")
@@ -301,22 +302,19 @@ def encode_for_deepctr(data, mode: str, path: pathlib.Path):
     """Write the integer-indexed, standardised arrays and settings for one DeepCTR worker."""
     import numpy as np
 
+    from mtl_layers.models import preprocess_features
+
     arrays = {}
     categorical, numeric, vocabulary_sizes = [], [], {}
+    for split_name, split in (("train", data.train), ("test", data.test)):
+        for name, values in preprocess_features(data.feature_specs, split.features).items():
+            arrays[f"{split_name}_{name}"] = values
     for spec in data.feature_specs:
         if spec.kind == "numeric":
             numeric.append(spec.name)
-            scale = np.sqrt(spec.variance) if spec.variance > 0 else 1.0
-            for split_name, split in (("train", data.train), ("test", data.test)):
-                arrays[f"{split_name}_{spec.name}"] = ((split.features[spec.name] - spec.mean) / scale).astype(np.float32)
         else:
             categorical.append(spec.name)
-            index = {value: position + 1 for position, value in enumerate(spec.vocabulary)}
             vocabulary_sizes[spec.name] = len(spec.vocabulary) + 1
-            for split_name, split in (("train", data.train), ("test", data.test)):
-                arrays[f"{split_name}_{spec.name}"] = np.array(
-                    [index.get(value, 0) for value in split.features[spec.name]], dtype=np.int32
-                )
     tasks = [task.name for task in data.tasks]
     for task in tasks:
         arrays[f"train_label_{task}"] = data.train.labels[task]
@@ -363,56 +361,20 @@ def training_dataset(split, batch_size: int, seed: int, fixed_batch_shape: bool 
     return indices.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
-def indexed_arrays(data):
-    """Return train and test inputs as one int32 index matrix and one float32 matrix.
+def build_ours(model_name, data, preprocessed: bool):
+    """Build this library's model on raw features, or on `preprocess_features` output.
 
-    Column j of "categorical" contains feature j's vocabulary index (0 for unknown values)
-    plus an offset, so that one embedding table of all vocabularies serves every feature.
-    The indices and standardised numbers are the ones the DeepCTR worker receives.
-    """
-    import numpy as np
-
-    offsets, offset = {}, 0
-    for spec in data.feature_specs:
-        if spec.kind != "numeric":
-            offsets[spec.name] = offset
-            offset += len(spec.vocabulary) + 1
-    inputs = {}
-    for split_name, split in (("train", data.train), ("test", data.test)):
-        categorical, numeric = [], []
-        for spec in data.feature_specs:
-            values = split.features[spec.name]
-            if spec.kind == "numeric":
-                scale = np.sqrt(spec.variance) if spec.variance > 0 else 1.0
-                numeric.append(((values - spec.mean) / scale).astype(np.float32))
-            else:
-                index = {value: position + 1 for position, value in enumerate(spec.vocabulary)}
-                categorical.append(np.array([index.get(v, 0) for v in values], np.int32) + offsets[spec.name])
-        inputs[split_name] = {"categorical": np.stack(categorical, axis=1), "numeric": np.stack(numeric, axis=1)}
-    return inputs, offset
-
-
-def build_ours(model_name, data, indexed_vocabulary_size=None):
-    """Build this library's model, on raw features or on indexed inputs (one embedding table).
-
-    Only the indexed model is compiled with XLA (`--jit_compile`): XLA cannot compile the
-    string lookups of the raw-feature model.
+    Only the preprocessed model is compiled with XLA (`--jit_compile`): XLA cannot
+    compile the string lookups of the raw-feature model.
     """
     import mtl_layers as mtl
     from mtl_layers.compat import keras
 
-    jit_compile = FLAGS.jit_compile and indexed_vocabulary_size is not None
-    if indexed_vocabulary_size is None:
-        features, model_inputs = data.feature_specs, None
+    jit_compile = FLAGS.jit_compile and preprocessed
+    if preprocessed:
+        model_inputs, features = mtl.models.build_feature_inputs(data.feature_specs, preprocessed=True)
     else:
-        num_categorical = sum(spec.kind != "numeric" for spec in data.feature_specs)
-        num_numeric = len(data.feature_specs) - num_categorical
-        categorical = keras.Input((num_categorical,), dtype="int32", name="categorical")
-        numeric = keras.Input((num_numeric,), name="numeric")
-        embedded = keras.layers.Embedding(indexed_vocabulary_size, FLAGS.embedding_dim, name="embeddings")(categorical)
-        flat = keras.layers.Reshape((num_categorical * FLAGS.embedding_dim,), name="embeddings_flat")(embedded)
-        features = keras.layers.Concatenate(name="encoded_features")([flat, numeric])
-        model_inputs = {"categorical": categorical, "numeric": numeric}
+        features, model_inputs = data.feature_specs, None
     if model_name == "mmoe":
         model = mtl.models.mmoe(
             data.tasks, features, num_experts=FLAGS.num_experts, expert_units=FLAGS.expert_units,
@@ -431,32 +393,36 @@ def build_ours(model_name, data, indexed_vocabulary_size=None):
     return model
 
 
-def run_ours(data, indexed: bool, seeds):
+def run_ours(data, preprocessed: bool, seeds):
     """Train this library's models for every seed; return one result dict per run.
 
-    With `indexed` the models read the pre-indexed arrays that DeepCTR reads, through one
-    embedding table; otherwise they read the raw features and preprocess them inside.
+    With `preprocessed` the models read the output of `preprocess_features`, the same
+    vocabulary indices and standardised numbers that DeepCTR reads; otherwise they read
+    the raw features and look them up and normalise them inside the model.
     """
+    import mtl_layers as mtl
     from mtl_layers.compat import keras
     from mtl_layers.datasets.census import Split
 
     tasks = [task.name for task in data.tasks]
-    if indexed:
-        inputs, vocabulary_size = indexed_arrays(data)
-        train = Split(features=inputs["train"], labels=data.train.labels)
-        test_inputs = inputs["test"]
-        library = "mtl_layers_indexed"
+    if preprocessed:
+        train = Split(
+            features=mtl.models.preprocess_features(data.feature_specs, data.train.features),
+            labels=data.train.labels,
+        )
+        test_inputs = mtl.models.preprocess_features(data.feature_specs, data.test.features)
+        library = "mtl_layers_preprocessed"
     else:
-        train, test_inputs, vocabulary_size = data.train, data.test.features, None
+        train, test_inputs = data.train, data.test.features
         library = "mtl_layers"
     test = Split(features=test_inputs, labels=data.test.labels)
-    jit_compile = FLAGS.jit_compile and indexed
+    jit_compile = FLAGS.jit_compile and preprocessed
     single = {name: values[:1] for name, values in test_inputs.items()}
     results = []
     for seed in seeds:
         for model_name in FLAGS.models:
             keras.utils.set_random_seed(seed)
-            model = build_ours(model_name, data, vocabulary_size)
+            model = build_ours(model_name, data, preprocessed)
 
             def expert_kernels():
                 stacked = model.get_layer("experts").kernels[0].numpy()  # (inputs, experts, units)
@@ -540,7 +506,7 @@ def verdicts(table, models) -> list:
     lines = []
     for model_name in models:
         peers = [(key[0], value) for key, value in table.items() if key[1] == model_name and key[0].startswith("deepctr")]
-        for library in ("mtl_layers", "mtl_layers_indexed"):
+        for library in ("mtl_layers", "mtl_layers_preprocessed"):
             ours = table.get((library, model_name))
             if ours is not None and peers:
                 lines.append(verdict_line(library, model_name, ours, peers))
@@ -594,11 +560,11 @@ def markdown_report(table, data, models, command, seconds, results) -> str:
         f"Adam {FLAGS.learning_rate:g}, batch {FLAGS.batch_size}; MMoE: {FLAGS.num_experts} experts of "
         f"{FLAGS.expert_units} units; Shared-Bottom: {FLAGS.bottom_units} units; towers of {FLAGS.tower_units}; "
         f"embeddings of {FLAGS.embedding_dim}. `mtl_layers`: raw strings and numbers, looked up, "
-        "embedded and normalised inside the model (`FeatureSpec`). `mtl_layers_indexed`: the same "
-        "pre-indexed, standardised arrays that DeepCTR reads, embedded through one table for all "
-        "features. "
+        "embedded and normalised inside the model (`FeatureSpec`). `mtl_layers_preprocessed`: the same "
+        "vocabulary indices and standardised numbers that DeepCTR reads (`preprocess_features`), "
+        "embedded per feature as in the raw-feature model. "
         + (
-            f"The indexed model is compiled with XLA, `steps_per_execution={FLAGS.jit_steps_per_execution}`, "
+            f"The preprocessed model is compiled with XLA, `steps_per_execution={FLAGS.jit_steps_per_execution}`, "
             "and reads full batches of repeated shuffled data, so the step is compiled once; the raw-feature "
             f"model cannot be compiled with XLA (string lookups) and runs `steps_per_execution={FLAGS.steps_per_execution}`. "
             if FLAGS.jit_compile
@@ -694,8 +660,8 @@ def main(argv):
     # the run affects every library alike instead of whichever runs last.
     results = []
     for seed in range(FLAGS.num_seeds):
-        results += run_ours(data, indexed=False, seeds=[seed])
-        results += run_ours(data, indexed=True, seeds=[seed])
+        results += run_ours(data, preprocessed=False, seeds=[seed])
+        results += run_ours(data, preprocessed=True, seeds=[seed])
         for mode in FLAGS.deepctr_modes:
             results += run_deepctr(python, mode, data_paths[mode], seed)
     seconds = time.perf_counter() - started

@@ -1,6 +1,6 @@
 """Multi-task model builders that return Keras functional models."""
 
-from mtl_layers.models.features import FEATURE_KINDS, FeatureSpec, build_feature_inputs
+from mtl_layers.models.features import FEATURE_KINDS, FeatureSpec, build_feature_inputs, preprocess_features
 from mtl_layers.models.hypergrid_transformer import hypergrid_transformer
 from mtl_layers.models.mmoe import mmoe, omoe
 from mtl_layers.models.mose import mose, mose_baseline, sequence_sample_weights
@@ -17,6 +17,7 @@ __all__ = [
     "mose",
     "mose_baseline",
     "omoe",
+    "preprocess_features",
     "sequence_sample_weights",
     "ple",
     "shared_bottom",

@@ -2,13 +2,20 @@
 
 Preprocessing lives inside the model (lookups, embeddings, normalisation), so a saved or
 exported model takes raw feature values: strings stay strings and numbers stay numbers.
+
+For faster training, `preprocess_features` runs the lookups and the normalisation
+once, in NumPy, and `build_feature_inputs(..., preprocessed=True)` builds a model that
+takes its output. That model keeps only the embeddings, so XLA can compile its training
+step (`jit_compile=True`), which it cannot do with string lookups inside.
 """
 
 import dataclasses
 import math
 import numbers
 import re
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
 
 from mtl_layers.compat import is_keras_tensor, keras
 
@@ -82,18 +89,7 @@ class FeatureSpec:
         ]
 
 
-def build_feature_inputs(
-    features: Sequence[FeatureSpec],
-) -> Tuple[Dict[str, "keras.KerasTensor"], "keras.KerasTensor"]:
-    """Create one named scalar input per feature and encode them into one tensor.
-
-    Numeric features are normalised, categorical features looked up and embedded; the
-    encodings are concatenated along the last axis.
-
-    Returns:
-        `(inputs, encoded)`: a dict of `keras.Input`s of shape `(batch_size,)` keyed by
-        feature name, and the encoded `(batch_size, encoded_dim)` tensor.
-    """
+def _check_feature_specs(features) -> Tuple[FeatureSpec, ...]:
     features = tuple(features)
     if not features:
         raise ValueError("`features` must contain at least one FeatureSpec. Received: ()")
@@ -101,34 +97,68 @@ def build_feature_inputs(
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
         raise ValueError(f"Feature names must be unique. Received duplicates: {duplicates}")
+    return features
+
+
+def build_feature_inputs(
+    features: Sequence[FeatureSpec], preprocessed: bool = False
+) -> Tuple[Dict[str, "keras.KerasTensor"], "keras.KerasTensor"]:
+    """Create one named scalar input per feature and encode them into one tensor.
+
+    Numeric features are normalised, categorical features looked up and embedded; the
+    encodings are concatenated along the last axis.
+
+    Args:
+        features: The `FeatureSpec` of every input feature.
+        preprocessed: With `False` the inputs take raw values and the model runs the
+            lookups and the normalisation. With `True` the inputs take the output of
+            `preprocess_features` (int32 vocabulary indices and normalised float32
+            numbers), and the model keeps only the embeddings. For the same seed, both
+            create the same embedding weights in the same order, so the two models
+            compute the same outputs.
+
+    Returns:
+        `(inputs, encoded)`: a dict of `keras.Input`s of shape `(batch_size,)` keyed by
+        feature name, and the encoded `(batch_size, encoded_dim)` tensor.
+    """
+    features = _check_feature_specs(features)
 
     inputs = {}
     encodings = []
     for spec in features:
-        raw = keras.Input(shape=(), dtype=spec.dtype, name=spec.name)
+        if preprocessed:
+            dtype = "float32" if spec.kind == "numeric" else "int32"
+        else:
+            dtype = spec.dtype
+        raw = keras.Input(shape=(), dtype=dtype, name=spec.name)
         inputs[spec.name] = raw
         column = keras.layers.Reshape((1,), name=f"{spec.name}_column")(raw)
         if spec.kind == "numeric":
+            if preprocessed:
+                encodings.append(column)
+                continue
             encodings.append(
                 keras.layers.Normalization(
                     mean=spec.mean, variance=spec.variance, name=f"{spec.name}_normalization"
                 )(column)
             )
             continue
-        lookup_class = (
-            keras.layers.StringLookup
-            if spec.kind == "categorical"
-            else keras.layers.IntegerLookup
-        )
-        lookup = lookup_class(
-            vocabulary=list(spec.vocabulary), num_oov_indices=1, name=f"{spec.name}_lookup"
-        )
+        if not preprocessed:
+            lookup_class = (
+                keras.layers.StringLookup
+                if spec.kind == "categorical"
+                else keras.layers.IntegerLookup
+            )
+            lookup = lookup_class(
+                vocabulary=list(spec.vocabulary), num_oov_indices=1, name=f"{spec.name}_lookup"
+            )
+            column = lookup(column)
         embedding = keras.layers.Embedding(
             input_dim=len(spec.vocabulary) + 1,
             output_dim=spec.embedding_dim,
             name=f"{spec.name}_embedding",
         )
-        embedded = embedding(lookup(column))
+        embedded = embedding(column)
         encodings.append(
             keras.layers.Reshape((spec.embedding_dim,), name=f"{spec.name}_flat")(embedded)
         )
@@ -136,6 +166,66 @@ def build_feature_inputs(
     if len(encodings) == 1:
         return inputs, encodings[0]
     return inputs, keras.layers.Concatenate(name="encoded_features")(encodings)
+
+
+def preprocess_features(
+    features: Sequence[FeatureSpec], values: Mapping[str, "np.ndarray"]
+) -> Dict[str, np.ndarray]:
+    """Encode raw feature columns as the model's preprocessing layers do, in NumPy.
+
+    The result feeds a model built with `build_feature_inputs(..., preprocessed=True)`.
+
+    Args:
+        features: The `FeatureSpec` of every input feature.
+        values: One array of raw values per feature name, all of the same length.
+            Extra keys are ignored.
+
+    Returns:
+        A dict keyed by feature name. Numeric features become float32
+        `(x - mean) / max(sqrt(variance), 1e-7)`, as `keras.layers.Normalization`
+        computes. Categorical features become int32 indices: `1 + position` in the
+        vocabulary, and 0 for a value not in it, as a lookup layer with one
+        out-of-vocabulary index assigns.
+
+    Raises:
+        ValueError: when a feature is missing, the columns differ in length, or a
+            numeric column contains NaN or infinity.
+    """
+    features = _check_feature_specs(features)
+    missing = [spec.name for spec in features if spec.name not in values]
+    if missing:
+        raise ValueError(
+            f"`values` has no column for the features {missing}. Received columns: {sorted(values)}"
+        )
+    lengths = {spec.name: len(values[spec.name]) for spec in features}
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"Every feature column must have the same length. Received lengths: {lengths}")
+
+    encoded = {}
+    for spec in features:
+        column = np.asarray(values[spec.name])
+        if spec.kind == "numeric":
+            column = column.astype(np.float64)
+            bad = int(np.count_nonzero(~np.isfinite(column)))
+            if bad:
+                raise ValueError(
+                    f"The numeric feature {spec.name!r} contains {bad} NaN or infinite values. "
+                    "Replace them (for example with the training mean) before preprocessing."
+                )
+            scale = max(math.sqrt(spec.variance), 1e-7)
+            encoded[spec.name] = ((column - spec.mean) / scale).astype(np.float32)
+            continue
+        if column.dtype.kind == "S":
+            column = np.char.decode(column, "utf-8")
+        # Look up each distinct value once, then scatter the indices back to the rows.
+        distinct, positions = np.unique(column, return_inverse=True)
+        vocabulary_index = {value: index + 1 for index, value in enumerate(spec.vocabulary)}
+        distinct_indices = np.array(
+            [vocabulary_index.get(value.item() if hasattr(value, "item") else value, 0) for value in distinct],
+            dtype=np.int32,
+        )
+        encoded[spec.name] = distinct_indices[positions.reshape(-1)].reshape(column.shape)
+    return encoded
 
 
 def resolve_features(features, model_inputs=None):
