@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 import mtl_layers as mtl
-from mtl_layers.compat import IS_KERAS_2, keras
+from mtl_layers.compat import IS_KERAS_2, keras, ops
 from mtl_layers.models import FeatureSpec
 from mtl_layers.tasks import TaskSpec, compile_for_tasks
 
@@ -77,6 +77,52 @@ def test_builder_trains_with_both_label_shapes(name, column_labels):
     # The total loss is the weighted sum of the task losses.
     last = {key: values[-1] for key, values in history.history.items()}
     assert last["loss"] > 0
+
+
+def _encoded_features(size):
+    return np.random.default_rng(2).normal(size=(size, 6)).astype("float32")
+
+
+@pytest.mark.parametrize("name", sorted(BUILDERS))
+def test_builder_outputs_on_encoded_features(name):
+    # Encoded features need no preprocessing layers, so this runs on every backend.
+    model = BUILDERS[name](TASKS, keras.Input((6,), name="features"))
+    outputs = model(_encoded_features(5))
+    assert sorted(outputs) == ["click", "genre", "rating"]
+    assert tuple(outputs["click"].shape) == (5, 1)
+    assert tuple(outputs["rating"].shape) == (5, 1)
+    assert tuple(outputs["genre"].shape) == (5, 3)
+    np.testing.assert_allclose(ops.convert_to_numpy(outputs["genre"]).sum(-1), 1.0, rtol=1e-5)
+    click = ops.convert_to_numpy(outputs["click"])
+    assert np.all((click > 0) & (click < 1))
+
+
+@pytest.mark.parametrize("name", sorted(BUILDERS))
+def test_builder_trains_on_encoded_features(name):
+    keras.utils.set_random_seed(0)
+    model = BUILDERS[name](TASKS, keras.Input((6,), name="features"))
+    compile_for_tasks(model, TASKS, optimizer=keras.optimizers.Adam(0.01))
+    history = model.fit(
+        _encoded_features(64), _labels(64, column=True), batch_size=16, epochs=3, verbose=0
+    ).history
+    for key in ("loss", "click_loss", "rating_loss", "genre_loss", "click_auc", "rating_rmse", "genre_accuracy"):
+        assert key in history, key
+        assert np.all(np.isfinite(history[key])), key
+    assert history["loss"][-1] < history["loss"][0]
+
+
+def test_encoded_model_keras_file_round_trip(tmp_path):
+    model = mtl.models.mmoe(TASKS, keras.Input((6,), name="features"), num_experts=3, gate_top_k=2)
+    path = str(tmp_path / "mmoe.keras")
+    model.save(path)
+    restored = (
+        keras.models.load_model(path) if IS_KERAS_2 else keras.models.load_model(path, safe_mode=True)
+    )
+    features = _encoded_features(7)
+    expected = model.predict_on_batch(features)
+    got = restored.predict_on_batch(features)
+    for task in ("click", "rating", "genre"):
+        np.testing.assert_allclose(got[task], expected[task], rtol=1e-6)
 
 
 def test_gate_counts_mmoe_and_omoe():

@@ -8,8 +8,8 @@ backend. This plugin skips those tests, each with its reason: the ones listed in
 SKIPPED, and any other whose own source uses one of SOURCE_PATTERNS.
 `tests/scale/backends_test.py` compares every layer's outputs and training step with
 TensorFlow on both backends, so the skipped checks of numbers are still covered there.
-Rewriting the skipped tests with `keras.ops.convert_to_numpy` and backend-neutral
-gradients would let them run on every backend.
+A test that reads values with `keras.ops.convert_to_numpy` and computes gradients with the
+`gradients` fixture of `tests/layers/conftest.py` runs on every backend.
 
 On the TensorFlow backend the plugin changes nothing.
 """
@@ -37,44 +37,8 @@ STRING_FEATURES = (
 
 # {test file: {test function: {backend: reason}}}
 SKIPPED = {
-    "tests/layers/expert_bank_test.py": {
-        "test_expert_bank_gradients_reach_every_expert": {"jax": GRADIENT_TAPE, "torch": GRADIENT_TAPE},
-        "test_expert_bank_dropout_only_in_training": {"torch": TORCH_NUMPY},
-        "test_expert_bank_extreme_inputs_finite": {"torch": TORCH_NUMPY},
-        "test_expert_bank_matches_reference": {"torch": TORCH_NUMPY},
-        "test_expert_bank_rank3_matches_rank2": {"torch": TORCH_NUMPY},
-    },
-    "tests/layers/task_gate_test.py": {
-        "test_task_gate_gradients_reach_gate_and_experts": {"jax": GRADIENT_TAPE, "torch": GRADIENT_TAPE},
-        **{
-            name: {"torch": TORCH_NUMPY}
-            for name in (
-                "test_task_gate_extreme_logits_finite",
-                "test_task_gate_float32_under_mixed_precision",
-                "test_task_gate_load_balance_loss",
-                "test_task_gate_matches_softmax_reference",
-                "test_task_gate_noise_only_in_training",
-                "test_task_gate_time_axis_gates_each_step",
-                "test_task_gate_top_k_zeros_the_rest",
-                "test_task_gate_utilization_tracks_training",
-                "test_task_gate_weights_sum_to_one",
-            )
-        },
-    },
     "tests/layers/hypergrid_dense_test.py": {
-        "test_gradients_reach_every_weight": {"jax": GRADIENT_TAPE, "torch": GRADIENT_TAPE},
         "test_saved_model_export_with_task_id": {"jax": SAVED_MODEL, "torch": SAVED_MODEL},
-        **{
-            name: {"jax": NUMPY_METHOD, "torch": TORCH_NUMPY}
-            for name in (
-                "test_activation_is_applied",
-                "test_gate_differs_between_tasks",
-                "test_global_mode_ignores_conditioning",
-                "test_matches_naive_reference",
-                "test_one_block_per_matrix_scales_whole_kernel",
-                "test_task_embedding_looks_up_rows",
-            )
-        },
     },
     "tests/layers/sequential_expert_test.py": {
         "test_gradients_finite_with_nan_padding": {"jax": GRADIENT_TAPE, "torch": GRADIENT_TAPE},
