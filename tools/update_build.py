@@ -77,6 +77,8 @@ SCRIPT_DATA = {
     "benchmarks": ["//benchmarks:scripts"],
     "colabs": ["//colabs:notebooks"],
     "examples": ["//examples:scripts"],
+    # The TFRS distributed tests reuse the harness of the tests/scale distributed tests.
+    "tfrs": ["//tests/scale:distributed_test.py", "//tests/scale:distributed_worker.py"],
 }
 
 
@@ -105,6 +107,9 @@ def expected_build_files() -> dict:
     files[REPO_ROOT / "tests" / "BUILD"] = (
         files.get(REPO_ROOT / "tests" / "BUILD", HEADER + PY_RULES + "\n")
         + '\nexports_files(["conftest.py"])\n'
+    )
+    files[REPO_ROOT / "tests" / "scale" / "BUILD"] += (
+        '\nexports_files(["distributed_test.py", "distributed_worker.py"])\n'
     )
     return files
 

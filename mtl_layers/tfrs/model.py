@@ -76,6 +76,39 @@ class RetrievalSpec:
                 raise ValueError(f"`{field}` must be an integer >= 1. Received: {value!r}")
 
 
+def _per_example(loss):
+    """Return a copy of the Keras loss `loss` that returns the weighted per-example losses."""
+    return type(loss).from_config({**loss.get_config(), "reduction": keras.losses.Reduction.NONE})
+
+
+def _num_replicas() -> int:
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def _average_over_global_batch(per_example_losses: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+    """Average each task's per-example losses over the global batch, scaled for this replica.
+
+    Returns `sum / (N / R)` per task, where `sum` is this replica's sum of weighted losses,
+    N the number of loss values in the global batch (added up over the replicas) and R the
+    number of replicas. The mean of these values over the replicas is the loss of the
+    global batch even when the replicas get batches of different sizes. Without a strategy
+    (R = 1) this is the Keras `SUM_OVER_BATCH_SIZE` reduction, with the same operations.
+    """
+    sums = {name: tf.reduce_sum(losses) for name, losses in per_example_losses.items()}
+    counts = [tf.cast(tf.size(losses), tf.float32) for losses in per_example_losses.values()]
+    replicas = _num_replicas()
+    if replicas > 1:
+        # One collective for all tasks: the global number of loss values per task.
+        global_counts = tf.distribute.get_replica_context().all_reduce(
+            tf.distribute.ReduceOp.SUM, tf.stack(counts)
+        )
+        counts = tf.unstack(global_counts / replicas)
+    return {
+        name: tf.math.divide_no_nan(sums[name], tf.cast(count, sums[name].dtype))
+        for name, count in zip(sums, counts)
+    }
+
+
 def _builder(architecture) -> Callable:
     if callable(architecture):
         return architecture
@@ -106,6 +139,11 @@ class MultiTaskModel(tfrs.models.Model):
 
     Training data are `(features, labels)` or `(features, labels, sample_weights)`, with
     labels and sample weights keyed by task name, or one dict of features and labels.
+
+    The model trains under `MirroredStrategy` and `MultiWorkerMirroredStrategy` (build and
+    compile it in the strategy's scope): each task loss is averaged over the global batch,
+    and the logs are the values of the global batch. A retrieval task takes its in-batch
+    negatives from each replica's part of the batch only. See docs/distributed.md.
 
     Args:
         tasks: The ranking tasks, as `TaskSpec`s.
@@ -141,9 +179,13 @@ class MultiTaskModel(tfrs.models.Model):
         self.ranking_model = _builder(architecture)(
             self.task_specs, features, **dict(architecture_options or {})
         )
+        # The tasks return per-example losses, and `compute_loss` averages them over the
+        # global batch, which stays correct under a `tf.distribute` strategy.
         self.ranking_tasks = {
             task.name: tfrs.tasks.Ranking(
-                loss=task.loss(), metrics=self._task_metrics(task), name=f"{task.name}_task"
+                loss=_per_example(task.loss()),
+                metrics=self._task_metrics(task),
+                name=f"{task.name}_task",
             )
             for task in self.task_specs
         }
@@ -154,7 +196,9 @@ class MultiTaskModel(tfrs.models.Model):
             self.query_model = self._tower(specs, retrieval.query_features, "query")
             self.candidate_model = self._tower(specs, retrieval.candidate_features, "candidate")
             self.retrieval_task = tfrs.tasks.Retrieval(
-                loss=keras.losses.CategoricalCrossentropy(from_logits=True),
+                loss=keras.losses.CategoricalCrossentropy(
+                    from_logits=True, reduction=keras.losses.Reduction.NONE
+                ),
                 metrics=self._top_k_metric(retrieval, candidates),
                 name=f"{retrieval.name}_task",
             )
@@ -176,6 +220,11 @@ class MultiTaskModel(tfrs.models.Model):
                 name: keras.metrics.Mean(name=f"{name}_log_variance") for name in task_names
             }
         self.serving_model = self._build_serving_model()
+        # Every value that `train_step` and `test_step` log is already that of the global
+        # batch, so `fit` and `evaluate` under a strategy take the first replica's values.
+        # The tf_keras 2.21 default, "auto", adds them up instead (except on TPUs), which
+        # under MultiWorkerMirroredStrategy multiplies every metric by the worker count.
+        self.distribute_reduction_method = "first"
 
     @staticmethod
     def _task_metrics(task: TaskSpec) -> list:
@@ -283,12 +332,54 @@ class MultiTaskModel(tfrs.models.Model):
         )
 
     def train_step(self, inputs):
-        logs = super().train_step(inputs)
+        """Run the TFRS training step, with the layer losses divided among the replicas."""
+        with tf.GradientTape() as tape:
+            loss = self.compute_loss(inputs, training=True)
+            regularization_loss = self._regularization_loss()
+            total_loss = loss + regularization_loss
+        gradients = tape.gradient(total_loss, self.trainable_variables)
+        self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
+
+        logs = self._logs(loss, regularization_loss, total_loss)
         if self.retrieval_spec is not None:
             # Top-k metrics are computed only in evaluation, so their training values are
             # stale zeros; leave them out of the training logs.
             prefix = f"{self.retrieval_spec.name}_top_k/"
             logs = {name: value for name, value in logs.items() if not name.startswith(prefix)}
+        return logs
+
+    def test_step(self, inputs):
+        """Compute the evaluation loss and metrics of one batch, as `train_step` does."""
+        loss = self.compute_loss(inputs, training=False)
+        regularization_loss = self._regularization_loss()
+        return self._logs(loss, regularization_loss, loss + regularization_loss)
+
+    def _regularization_loss(self):
+        """Return this replica's share of the layers' own losses (gate load balancing).
+
+        Each replica computes the layer losses on its part of the batch. The optimizer adds
+        up the replicas' gradients, so dividing by the number of replicas gives the
+        gradient of the mean over the replicas.
+        """
+        regularization_loss = tf.reduce_sum([tf.reduce_sum(loss) for loss in self.losses])
+        replicas = _num_replicas()
+        if replicas > 1:
+            regularization_loss = regularization_loss / replicas
+        return regularization_loss
+
+    def _logs(self, loss, regularization_loss, total_loss):
+        """Return the step's logs: the metrics and the three losses of the global batch."""
+        logs = {metric.name: metric.result() for metric in self.metrics}
+        losses = [loss, regularization_loss, total_loss]
+        if _num_replicas() > 1:
+            # The losses are this replica's shares, and their sums over the replicas are the
+            # values of the global batch, like the metric results.
+            losses = tf.unstack(
+                tf.distribute.get_replica_context().all_reduce(
+                    tf.distribute.ReduceOp.SUM, tf.stack(losses)
+                )
+            )
+        logs["loss"], logs["regularization_loss"], logs["total_loss"] = losses
         return logs
 
     def _split(self, inputs):
@@ -304,6 +395,13 @@ class MultiTaskModel(tfrs.models.Model):
         return inputs, inputs, {}
 
     def compute_loss(self, inputs, training: bool = False):
+        """Return the weighted sum of the task losses and update the loss trackers.
+
+        Each task loss is the mean of its per-example losses over the global batch. Under a
+        `tf.distribute` strategy the return value is this replica's share, and the shares
+        of all replicas add up to the loss of the global batch. So the gradients that the
+        optimizer adds up over the replicas are those of single-process training.
+        """
         features, labels, sample_weights = self._split(inputs)
         missing = [task.name for task in self.task_specs if task.name not in labels]
         if missing:
@@ -314,13 +412,13 @@ class MultiTaskModel(tfrs.models.Model):
         ranking_inputs = {name: features[name] for name in self._ranking_inputs()}
         predictions = self.ranking_model(ranking_inputs, training=training)
 
-        losses = {}
+        per_example_losses = {}
         for task in self.task_specs:
             prediction = predictions[task.name]
             label = labels[task.name]
             if task.kind != "multiclass":
                 label = tf.reshape(tf.cast(label, prediction.dtype), tf.shape(prediction))
-            losses[task.name] = self.ranking_tasks[task.name](
+            per_example_losses[task.name] = self.ranking_tasks[task.name](
                 labels=label,
                 predictions=prediction,
                 sample_weight=sample_weights.get(task.name),
@@ -336,10 +434,14 @@ class MultiTaskModel(tfrs.models.Model):
                 {name: features[name] for name in spec.candidate_features}, training=training
             )
             # Top-k over all candidates is slow, so it runs only in evaluation.
-            losses[spec.name] = self.retrieval_task(
+            per_example_losses[spec.name] = self.retrieval_task(
                 query, candidate, compute_metrics=not training
             )
 
+        # Each replica's value of a task loss is its estimate of the global batch loss, and
+        # their mean over the replicas is that loss. The trackers are `Mean` metrics whose
+        # totals and counts add up over the replicas, so they report that mean.
+        losses = _average_over_global_batch(per_example_losses)
         for name, loss in losses.items():
             self.loss_trackers[name].update_state(loss)
 
@@ -350,4 +452,10 @@ class MultiTaskModel(tfrs.models.Model):
                 self.log_variance_trackers[name].update_state(
                     self.uncertainty_weighting.log_variances[index]
                 )
-        return tf.add_n([self.loss_weights[name] * terms[name] for name in terms])
+        total = tf.add_n([self.loss_weights[name] * terms[name] for name in terms])
+        replicas = _num_replicas()
+        if replicas > 1:
+            # The total is affine in the task losses (also with uncertainty weighting), so
+            # the replicas' shares total / R add up to the total of the global batch loss.
+            total = total / replicas
+        return total

@@ -30,11 +30,9 @@ WORKER = HERE / "distributed_worker.py"
 RTOL = 1e-4
 ATOL = 1e-5
 
-# Every builder trains under MirroredStrategy in Keras 3 mode and in Keras 2 mode; the
-# TFRS model exists only in Keras 2 mode.
+# Every builder trains under MirroredStrategy in Keras 3 mode and in Keras 2 mode. The
+# TFRS model, which exists only in Keras 2 mode, is tested in tests/tfrs/distributed_test.py.
 MIRRORED_MODELS = ["mmoe", "omoe", "shared_bottom", "ple", "mose", "hypergrid_transformer", "mmoe_raw"]
-if IS_KERAS_2:
-    MIRRORED_MODELS.append("tfrs")
 
 # Models that fail under MirroredStrategy, as {model: expected error type}. The test
 # requires them to fail, so after a fix the test fails and names the entry to drop.
@@ -43,12 +41,7 @@ if IS_KERAS_2:
 # across replicas before it builds the model, and TensorFlow's AddN rejects bool and string
 # tensors: MoSE's bool mask and the raw string features fail. tf_keras has no such step.
 KERAS_3_MIRRORED_FAILURES = {"mose": "InvalidArgumentError", "mmoe_raw": "InvalidArgumentError"}
-# MultiTaskModel's tfrs.tasks.Ranking losses use the default SUM_OVER_BATCH_SIZE reduction,
-# which tf_keras rejects in a custom train_step under a strategy ("Please use
-# tf.keras.losses.Reduction.SUM or ... NONE"). The fix belongs in mtl_layers/tfrs/model.py:
-# SUM reduction divided by the global batch size.
-KERAS_2_MIRRORED_FAILURES = {"tfrs": "ValueError"}
-KNOWN_MIRRORED_FAILURES = KERAS_2_MIRRORED_FAILURES if IS_KERAS_2 else KERAS_3_MIRRORED_FAILURES
+KNOWN_MIRRORED_FAILURES = {} if IS_KERAS_2 else KERAS_3_MIRRORED_FAILURES
 # The same averaging step fails for every input under MultiWorkerMirroredStrategy in Keras
 # 3.15: the collective reduce cannot take the PerReplica batch ("Attempt to convert a value
 # (PerReplica...) to a Tensor"). Multi-worker training works in Keras 2 mode.
@@ -156,6 +149,51 @@ def _stop(processes):
             pass
 
 
+def run_multi_worker(weights_dir, models, timeout_s, num_workers=2):
+    """Train `models` in `num_workers` worker processes on 127.0.0.1 and wait for them.
+
+    Each worker gets a `TF_CONFIG` with ports picked free at run time, starts from the
+    `<model>_initial.npz` files in `weights_dir` and writes its results there. Fails the
+    test after `timeout_s`, and kills the workers that are still running in every case.
+    Returns the workers' exit codes and the last 3000 characters of each one's output.
+    """
+    ports = _free_ports(num_workers)
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+    processes = []
+    logs = []
+    try:
+        for index in range(num_workers):
+            log = open(weights_dir / f"worker_{index}.log", "w+", encoding="utf-8")
+            logs.append(log)
+            tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+            processes.append(
+                subprocess.Popen(
+                    [
+                        sys.executable, str(WORKER), "--mode=multi_worker",
+                        f"--models={','.join(models)}", f"--weights_dir={weights_dir}",
+                    ],  # fmt: skip
+                    env=_child_environment(TF_CONFIG=tf_config),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+        deadline = time.monotonic() + timeout_s
+        for process in processes:
+            remaining = max(1.0, deadline - time.monotonic())
+            try:
+                process.wait(timeout=remaining)
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"multi-worker training timed out after {timeout_s} s")
+    finally:
+        _stop(processes)
+        outputs = []
+        for log in logs:
+            log.seek(0)
+            outputs.append(log.read()[-3000:])
+            log.close()
+    return [process.returncode for process in processes], outputs
+
+
 def test_multi_worker_matches_single_process(tmp_path):
     from mtl_layers.compat import keras
 
@@ -168,48 +206,15 @@ def test_multi_worker_matches_single_process(tmp_path):
     worker.save_weights(tmp_path / "mmoe_initial.npz", initial)
     worker.save_weights(tmp_path / "mmoe_single.npz", trained)
 
-    ports = _free_ports(2)
-    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
-    processes = []
-    logs = []
-    try:
-        for index in range(2):
-            log = open(tmp_path / f"worker_{index}.log", "w+", encoding="utf-8")
-            logs.append(log)
-            tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
-            processes.append(
-                subprocess.Popen(
-                    [
-                        sys.executable, str(WORKER), "--mode=multi_worker", "--models=mmoe",
-                        f"--weights_dir={tmp_path}",
-                    ],  # fmt: skip
-                    env=_child_environment(TF_CONFIG=tf_config),
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
-            )
-        deadline = time.monotonic() + MULTI_WORKER_TIMEOUT_S
-        for process in processes:
-            remaining = max(1.0, deadline - time.monotonic())
-            try:
-                process.wait(timeout=remaining)
-            except subprocess.TimeoutExpired:
-                pytest.fail(f"multi-worker training timed out after {MULTI_WORKER_TIMEOUT_S} s")
-    finally:
-        _stop(processes)
-        outputs = []
-        for log in logs:
-            log.seek(0)
-            outputs.append(log.read()[-3000:])
-            log.close()
+    return_codes, outputs = run_multi_worker(tmp_path, ["mmoe"], MULTI_WORKER_TIMEOUT_S)
 
     if MULTI_WORKER_FAILS:
-        for index, process in enumerate(processes):
-            assert process.returncode != 0, "Keras 3 now trains multi-worker; drop MULTI_WORKER_FAILS"
+        for index, return_code in enumerate(return_codes):
+            assert return_code != 0, "Keras 3 now trains multi-worker; drop MULTI_WORKER_FAILS"
             assert "PerReplica" in outputs[index], f"worker {index} failed differently:\n{outputs[index]}"
         return
-    for index, process in enumerate(processes):
-        assert process.returncode == 0, f"worker {index} failed:\n{outputs[index]}"
+    for index, return_code in enumerate(return_codes):
+        assert return_code == 0, f"worker {index} failed:\n{outputs[index]}"
     for index in range(2):
         result = tmp_path / f"mmoe_multi_worker_{index}.npz"
         _assert_weights_changed(worker, initial, result)

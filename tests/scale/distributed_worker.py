@@ -4,7 +4,8 @@ The distributed tests run this script in child processes, because logical CPU de
 and `TF_CONFIG` take effect only before TensorFlow starts. Every run trains with plain
 SGD on the same global batches in the same order and writes the trained weights to
 `--weights_dir` as `weight_0 ... weight_N` arrays of `.npz` files, so the parent test
-compares distributed and single-process training weight by weight.
+compares distributed and single-process training weight by weight. The training history
+of each run goes next to its weights as `<weights file stem>_history.json`.
 
     python tests/scale/distributed_worker.py --mode=mirrored --replicas=2 \
         --models=mmoe,ple --weights_dir=/tmp/weights
@@ -19,13 +20,19 @@ Modes:
 """
 
 import argparse
+import json
 import os
 import pathlib
 import sys
 
 import numpy as np
 
-MODELS = ("mmoe", "omoe", "shared_bottom", "ple", "mose", "hypergrid_transformer", "mmoe_raw", "tfrs")
+MODELS = (
+    "mmoe", "omoe", "shared_bottom", "ple", "mose", "hypergrid_transformer", "mmoe_raw",
+    "tfrs", "tfrs_weighted", "tfrs_retrieval",
+)  # fmt: skip
+# The TFRS models also evaluate on the training data, and their histories are saved.
+TFRS_MODELS = ("tfrs", "tfrs_weighted", "tfrs_retrieval")
 MODES = ("mirrored", "multi_worker")
 NUM_EXAMPLES = 64
 GLOBAL_BATCH = 16
@@ -103,13 +110,46 @@ def build_model(name):
             num_layers=1, block_shape=(4, 4), dropout=0.0,
         )  # fmt: skip
         return model, tasks
-    # mmoe_raw and tfrs: raw string and numeric features with preprocessing in the model.
+    # mmoe_raw and the TFRS models: raw string and numeric features with preprocessing in
+    # the model.
     features = raw_feature_specs()
     if name == "mmoe_raw":
         return mtl.models.mmoe(tasks, features, num_experts=3, expert_units=4), tasks
-    from mtl_layers.tfrs import MultiTaskModel
+    from mtl_layers.tasks import TaskSpec
+    from mtl_layers.tfrs import MultiTaskModel, RetrievalSpec
 
-    return MultiTaskModel(tasks, features, "mmoe", {"num_experts": 3, "expert_units": 4}), tasks
+    options = {"num_experts": 3, "expert_units": 4}
+    if name == "tfrs":
+        return MultiTaskModel(tasks, features, "mmoe", options), tasks
+    if name == "tfrs_weighted":
+        # Fixed and learned loss weights, and a weight penalty that every replica adds as
+        # a layer loss, as kernel regularizers do. Shared-Bottom has no gates, whose expert
+        # utilization averages differ when the replicas get batches of different sizes.
+        tasks = [
+            TaskSpec("click", kind="binary", loss_weight=2.0),
+            TaskSpec("rating", kind="regression", loss_weight=0.5),
+        ]
+        model = MultiTaskModel(
+            tasks, features, _shared_bottom_with_weight_penalty, {"bottom_units": (8,)},
+            uncertainty_weighting=True,
+        )  # fmt: skip
+        return model, tasks
+    if name == "tfrs_retrieval":
+        retrieval = RetrievalSpec(query_features=("age",), candidate_features=("city",), embedding_dim=4)
+        return MultiTaskModel(tasks, features, "mmoe", options, retrieval=retrieval), tasks
+    raise ValueError(f"Unknown model {name!r}; expected one of {MODELS}.")
+
+
+def _shared_bottom_with_weight_penalty(tasks, features, **options):
+    """Build `mtl.models.shared_bottom` with an L2 penalty on its first kernel as a layer loss."""
+    import tensorflow as tf
+
+    import mtl_layers as mtl
+
+    model = mtl.models.shared_bottom(tasks, features, **options)
+    kernel = next(weight for weight in model.trainable_weights if "kernel" in weight.name)
+    model.add_loss(lambda: 0.01 * tf.reduce_sum(tf.square(kernel)))
+    return model
 
 
 def raw_feature_specs():
@@ -122,12 +162,23 @@ def raw_feature_specs():
 
 
 def make_data(name):
-    """Return `(features, labels)` NumPy dicts (or arrays) with NUM_EXAMPLES rows."""
+    """Return `(features, labels)` NumPy dicts (or arrays) with NUM_EXAMPLES rows.
+
+    For `tfrs_weighted`, return `(features, labels, sample_weights)` with fewer rows, so
+    that the last global batch (7 rows) splits unevenly between two replicas.
+    """
     rng = np.random.default_rng(7)
     labels = {
         "click": rng.integers(0, 2, size=(NUM_EXAMPLES, 1)).astype("float32"),
         "rating": rng.normal(size=(NUM_EXAMPLES, 1)).astype("float32"),
     }
+    if name == "tfrs_weighted":
+        count = NUM_EXAMPLES - GLOBAL_BATCH + 7
+        features, _ = make_data("tfrs")
+        features = {key: values[:count] for key, values in features.items()}
+        labels = {key: values[:count] for key, values in labels.items()}
+        sample_weights = {key: rng.uniform(0.0, 2.0, size=count).astype("float32") for key in labels}
+        return features, labels, sample_weights
     if name in ("mmoe", "omoe", "shared_bottom", "ple"):
         features = rng.normal(size=(NUM_EXAMPLES, 6)).astype("float32")
     elif name == "mose":
@@ -149,11 +200,11 @@ def make_data(name):
     return features, labels
 
 
-def make_dataset(features, labels):
+def make_dataset(*arrays):
     """Return the global batches in a fixed order; a strategy splits each across replicas."""
     import tensorflow as tf
 
-    dataset = tf.data.Dataset.from_tensor_slices((features, labels)).batch(GLOBAL_BATCH)
+    dataset = tf.data.Dataset.from_tensor_slices(arrays).batch(GLOBAL_BATCH)
     options = tf.data.Options()
     # DATA sharding splits every global batch between the workers, so the workers together
     # see exactly the batches of single-process training.
@@ -166,7 +217,7 @@ def compile_model(model, name, tasks):
     from mtl_layers.compat import keras
 
     optimizer = keras.optimizers.SGD(LEARNING_RATE)
-    if name == "tfrs":
+    if name in TFRS_MODELS:
         model.compile(optimizer=optimizer)
     else:
         mtl.tasks.compile_for_tasks(model, tasks, optimizer=optimizer)
@@ -181,11 +232,21 @@ def load_weights(path):
         return [archive[f"weight_{index}"] for index in range(len(archive.files))]
 
 
-def train(model_name, strategy, initial_weights, epochs):
+def save_history(path, history):
+    values = {name: [float(value) for value in values] for name, values in history.items()}
+    path.write_text(json.dumps(values, indent=1, sort_keys=True), encoding="utf-8")
+
+
+def load_history(path):
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def train(model_name, strategy, initial_weights, epochs, history_path=None):
     """Build `model_name` under `strategy`, start from `initial_weights`, train, return weights.
 
     With `initial_weights=None` the model keeps its fresh weights, and the function returns
-    `(initial, trained)` so that the caller can start other runs from the same point.
+    `(initial, trained)` so that the caller can start other runs from the same point. With
+    `history_path`, the training history goes there as JSON.
     """
     with strategy.scope():
         model, tasks = build_model(model_name)
@@ -194,8 +255,11 @@ def train(model_name, strategy, initial_weights, epochs):
     if initial_weights is not None:
         model.set_weights(initial_weights)
         initial = initial_weights
-    features, labels = make_data(model_name)
-    history = model.fit(make_dataset(features, labels), epochs=epochs, verbose=0, shuffle=False)
+    dataset = make_dataset(*make_data(model_name))
+    validation = dataset if model_name in TFRS_MODELS else None
+    history = model.fit(dataset, validation_data=validation, epochs=epochs, verbose=0, shuffle=False)
+    if history_path is not None:
+        save_history(history_path, history.history)
     losses = np.asarray(history.history["loss"], dtype="float64")
     if not np.isfinite(losses).all():
         raise RuntimeError(f"{model_name}: training produced a non-finite loss: {losses.tolist()}")
@@ -203,6 +267,9 @@ def train(model_name, strategy, initial_weights, epochs):
         f"{model_name}: {strategy.num_replicas_in_sync} replicas, losses {losses.round(6).tolist()}",
         flush=True,
     )
+    # The TFRS model's weights include its loss trackers' totals and counts, which add up
+    # over the replicas. Their results are in the history, so zero them for the comparison.
+    model.reset_metrics()
     return initial, model.get_weights()
 
 
@@ -221,22 +288,26 @@ def main(argv):
         initial = load_weights(initial_path) if initial_path.exists() else None
         if arguments.mode == "mirrored":
             # The single-device reference runs in this process too, on the first device.
-            initial, trained = train(model_name, tf.distribute.get_strategy(), initial, arguments.epochs)
+            initial, trained = train(
+                model_name, tf.distribute.get_strategy(), initial, arguments.epochs,
+                history_path=arguments.weights_dir / f"{model_name}_single_history.json",
+            )  # fmt: skip
             save_weights(arguments.weights_dir / f"{model_name}_single.npz", trained)
         elif initial is None:
             raise FileNotFoundError(
                 f"Initial weights not found: {initial_path}. Every worker must start from "
                 "the same weights, so the launching test writes them first."
             )
+        suffix = arguments.mode
+        if arguments.mode == "multi_worker":
+            suffix += f"_{strategy.cluster_resolver.task_id}"
+        history_path = arguments.weights_dir / f"{model_name}_{suffix}_history.json"
         try:
-            _, trained = train(model_name, strategy, initial, arguments.epochs)
+            _, trained = train(model_name, strategy, initial, arguments.epochs, history_path)
         except Exception as error:  # Report every failing model, not only the first one.
             first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
             failures.append(f"{model_name}: {type(error).__name__}: {first_line}")
             continue
-        suffix = arguments.mode
-        if arguments.mode == "multi_worker":
-            suffix += f"_{strategy.cluster_resolver.task_id}"
         save_weights(arguments.weights_dir / f"{model_name}_{suffix}.npz", trained)
     for failure in failures:
         print(f"FAILED {failure}", file=sys.stderr, flush=True)
