@@ -307,17 +307,23 @@ class HyperGridDense(keras.layers.Layer):
         # (batch, positions, features): every position of an example shares its gate.
         inputs = ops.reshape(inputs, (batch_size, -1, self.kernel.shape[0]))
         gate = ops.cast(gate, inputs.dtype)
-        # Pick the form with less elementwise work per position, grid_rows x units or
-        # grid_cols x features, and on a tie the one with fewer loop steps.
-        row_form_cost = (self.grid_rows * self.units, self.grid_rows)
-        column_form_cost = (self.grid_cols * self.kernel.shape[0], self.grid_cols)
-        if row_form_cost < column_form_cost:
+        if self._uses_row_blocks():
             outputs = self._sum_gated_row_blocks(inputs, gate)
         else:
             outputs = self._concat_gated_column_blocks(inputs, gate)
         if input_rank == 2:
             return ops.reshape(outputs, (batch_size, self.units))
         return ops.reshape(outputs, tuple(input_shape[:-1]) + (self.units,))
+
+    def _uses_row_blocks(self):
+        """Return whether `_call_local` sums gated row blocks rather than column blocks.
+
+        The layer picks the form with less elementwise work per position, grid_rows x units
+        or grid_cols x features, and on a tie the one with fewer loop steps.
+        """
+        row_form_cost = (self.grid_rows * self.units, self.grid_rows)
+        column_form_cost = (self.grid_cols * self.kernel.shape[0], self.grid_cols)
+        return row_form_cost < column_form_cost
 
     def _sum_gated_row_blocks(self, inputs, gate):
         """Return y = sum_i expand(gate[:, i, :]) * (x_i W_i), shape (batch, positions, units).
