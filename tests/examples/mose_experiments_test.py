@@ -8,19 +8,37 @@ import sys
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent.parent
 
 
-def test_quick_mode_prints_tables(data_file):
-    folder = data_file("movielens-100k/u.data").parent
-    result = subprocess.run(
+def _run_quick_mode(folder, *flags):
+    return subprocess.run(
         [sys.executable, str(REPO_ROOT / "examples" / "mose_experiments.py"), "--quick",
-         f"--data_dir={folder}"],
+         f"--data_dir={folder}", *flags],
         capture_output=True,
         text=True,
         check=False,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO_ROOT)},
         timeout=600,
     )  # fmt: skip
+
+
+def _table_rows(stdout):
+    return [line for line in stdout.splitlines() if line.startswith("| ")]
+
+
+def test_quick_mode_prints_tables(data_file):
+    folder = data_file("movielens-100k/u.data").parent
+    result = _run_quick_mode(folder)
     assert result.returncode == 0, result.stderr[-3000:]
-    rows = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+    rows = _table_rows(result.stdout)
     assert any(line.startswith("| 0.2 | 0.9 | mose |") for line in rows)
     assert any(line.startswith("| mose |") for line in rows)
     assert any(line.startswith("| pooled_mmoe |") for line in rows)
+    assert "| model | RMSE rating | AUC liked | epochs |" in result.stdout
+    assert "MoSE ranks" in result.stdout
+    # Quick mode trains 2 models x 2 seeds on each data set, one progress line each.
+    assert "[8/8," in result.stderr
+
+    # A reused compiled model, with its weights and optimizer reset, must train exactly
+    # as a new model does.
+    new_models = _run_quick_mode(folder, "--reuse_compiled=false")
+    assert new_models.returncode == 0, new_models.stderr[-3000:]
+    assert _table_rows(new_models.stdout) == rows
