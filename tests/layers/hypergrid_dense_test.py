@@ -47,6 +47,13 @@ def _random(shape, seed):
 BLOCK_SHAPES = [(4, 2), (2, 3)]
 
 
+@pytest.mark.parametrize("block_shape, uses_row_blocks", zip(BLOCK_SHAPES, [True, False]))
+def test_block_shapes_cover_both_forms(block_shape, uses_row_blocks):
+    layer = mtl.HyperGridDense(units=6, block_shape=block_shape)
+    layer(_random((4, 12), 0), _random((4, 5), 1))
+    assert layer._uses_row_blocks() == uses_row_blocks
+
+
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("input_shape", [(4, 12), (4, 3, 12), (4, 2, 3, 12)])
 @pytest.mark.parametrize("block_shape", BLOCK_SHAPES)
