@@ -123,3 +123,64 @@ def test_stsb_metrics_match_scipy():
 def test_metrics_length_mismatch_rejected():
     with pytest.raises(ValueError, match="same length"):
         glue.compute_metrics("RTE", [1, 0], [1.0])
+
+
+@pytest.fixture
+def archive_server(tmp_path):
+    """Serve files from a temporary folder over HTTP on 127.0.0.1; yield (folder, base URL)."""
+    import functools
+    import http.server
+    import threading
+
+    folder = tmp_path / "served"
+    folder.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield folder, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def _write_cola_archive(path, glue_dir, dev_suffix=b""):
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.write(glue_dir / "CoLA" / "train.tsv", "CoLA/train.tsv")
+        archive.writestr("CoLA/dev.tsv", (glue_dir / "CoLA" / "dev.tsv").read_bytes() + dev_suffix)
+
+
+def test_download_from_archive(glue_dir, archive_server, tmp_path, monkeypatch):
+    folder, base_url = archive_server
+    _write_cola_archive(folder / "CoLA.zip", glue_dir)
+    monkeypatch.setitem(glue.ARCHIVE_URLS, "CoLA", f"{base_url}/CoLA.zip")
+    cache = tmp_path / "cache"
+    monkeypatch.setenv(files.CACHE_DIR_VARIABLE, str(cache))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+
+    loaded = glue.load_split("CoLA", "dev", data_dir=empty, download=True)
+
+    assert len(loaded) == EXPECTED[("CoLA", "dev")][0]
+    assert sorted(path.name for path in (cache / "glue" / "CoLA").iterdir()) == ["dev.tsv", "train.tsv"]
+    leftovers = [path.name for path in (cache / "glue").iterdir() if path.name != "CoLA"]
+    assert leftovers == []
+
+
+def test_download_rejects_altered_archive(glue_dir, archive_server, tmp_path, monkeypatch):
+    folder, base_url = archive_server
+    _write_cola_archive(folder / "CoLA.zip", glue_dir, dev_suffix=b"extra\trow\n")
+    monkeypatch.setitem(glue.ARCHIVE_URLS, "CoLA", f"{base_url}/CoLA.zip")
+    cache = tmp_path / "cache"
+    monkeypatch.setenv(files.CACHE_DIR_VARIABLE, str(cache))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+
+    with pytest.raises(files.ChecksumError, match="SHA-256 mismatch"):
+        glue.load_split("CoLA", "dev", data_dir=empty, download=True)
+
+    assert list((cache / "glue").iterdir()) == []
