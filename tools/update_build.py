@@ -79,6 +79,8 @@ SCRIPT_DATA = {
     "examples": ["//examples:scripts"],
     # The TFRS distributed tests reuse the harness of the tests/scale distributed tests.
     "tfrs": ["//tests/scale:distributed_test.py", "//tests/scale:distributed_worker.py"],
+    # parameter_server_test.py loads the process helpers of distributed_test.py.
+    "scale": [":distributed_test.py"],
 }
 
 
