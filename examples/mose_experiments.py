@@ -327,7 +327,11 @@ def _synthetic_reading(synthetic):
     """Return sentences that compare MoSE with the best alternative per configuration."""
     configurations = sorted({key[:2] for key in synthetic})
     lines = []
-    ratios = {}
+    # The ratio of MoSE's MSE to the best alternative's is computed for the means and for
+    # each seed. Per-seed ratios are paired because a seed generates the same data for
+    # every model.
+    mean_ratios, seed_ratios = {}, {}
+    mose_best = 0
     for correlation, sparsity in configurations:
         scores = {
             name: _synthetic_task_mean(values).mean()
@@ -337,17 +341,62 @@ def _synthetic_reading(synthetic):
         if "mose" not in scores or len(scores) < 2:
             continue
         ranking = sorted(scores, key=scores.get)
+        mose_best += int(ranking[0] == "mose")
         best_other = min((name for name in scores if name != "mose"), key=scores.get)
-        ratios[(correlation, sparsity)] = scores["mose"] / scores[best_other]
+        key = (correlation, sparsity)
+        mean_ratios[key] = scores["mose"] / scores[best_other]
         mose_seeds = _synthetic_task_mean(synthetic[(correlation, sparsity, "mose")])
         other_seeds = _synthetic_task_mean(synthetic[(correlation, sparsity, best_other)])
-        wins = int(np.sum(mose_seeds < other_seeds))
+        seed_ratios[key] = mose_seeds / other_seeds
         lines.append(
             f"- Correlation {correlation}, sparsity {sparsity}: MoSE ranks "
             f"{ranking.index('mose') + 1} of {len(ranking)}. Its task-mean MSE is "
-            f"{ratios[(correlation, sparsity)]:.2f} times that of the best alternative, "
-            f"{best_other}, and lower in {wins} of {len(mose_seeds)} seeds."
+            f"{mean_ratios[key]:.2f} times that of the best alternative, {best_other} "
+            f"(per seed {seed_ratios[key].min():.2f} to {seed_ratios[key].max():.2f}), and "
+            f"lower in {int(np.sum(seed_ratios[key] < 1))} of {len(mose_seeds)} seeds."
         )
+    lines.insert(
+        0,
+        f"- MoSE has the lowest mean test MSE in {mose_best} of {len(mean_ratios)} "
+        "synthetic configurations.",
+    )
+    sequential_ahead = 0
+    for correlation, sparsity in configurations:
+        scores = {
+            name: _synthetic_task_mean(values).mean()
+            for (p, s, name), values in synthetic.items()
+            if (p, s) == (correlation, sparsity)
+        }
+        pooled = [score for name, score in scores.items() if name.startswith("pooled_")]
+        sequential = [score for name, score in scores.items() if not name.startswith("pooled_")]
+        if pooled and sequential:
+            sequential_ahead += int(max(sequential) < min(pooled))
+    lines.append(
+        f"- Every sequential model (MoSE and the LSTM baselines) has a lower mean MSE than "
+        f"every pooled model in {sequential_ahead} of {len(configurations)} configurations."
+    )
+
+    for correlation in sorted({p for p, _ in mean_ratios}):
+        by_sparsity = sorted(s for p, s in mean_ratios if p == correlation)
+        if len(by_sparsity) < 2:
+            continue
+        low, high = (correlation, by_sparsity[0]), (correlation, by_sparsity[-1])
+        trend = "smaller" if mean_ratios[high] < mean_ratios[low] else "not smaller"
+        overlap = (
+            seed_ratios[low].min() <= seed_ratios[high].max()
+            and seed_ratios[high].min() <= seed_ratios[low].max()
+        )
+        evidence = (
+            "The per-seed ranges overlap, so these seeds do not establish the trend."
+            if overlap
+            else "The per-seed ranges do not overlap."
+        )
+        lines.append(
+            f"- Correlation {correlation}: from sparsity {low[1]} to {high[1]} the ratio of "
+            f"MoSE's MSE to the best alternative's goes from {mean_ratios[low]:.2f} to "
+            f"{mean_ratios[high]:.2f}, so MoSE's gap is {trend} at high sparsity. {evidence}"
+        )
+
     still_improving = sum(
         int(best_epoch == FLAGS.epochs)
         for values in synthetic.values()
@@ -357,19 +406,9 @@ def _synthetic_reading(synthetic):
     lines.append(
         f"- {still_improving} of {total_fits} synthetic fits had their lowest validation "
         f"loss in the last of the {FLAGS.epochs} epochs, so they were still improving when "
-        "training ended."
+        "training ended: the tables compare models at equal training budgets, not at "
+        "convergence."
     )
-    for correlation in sorted({p for p, _ in ratios}):
-        by_sparsity = sorted((s, r) for (p, s), r in ratios.items() if p == correlation)
-        if len(by_sparsity) < 2:
-            continue
-        (low_sparsity, low_ratio), (high_sparsity, high_ratio) = by_sparsity[0], by_sparsity[-1]
-        trend = "smaller" if high_ratio < low_ratio else "not smaller"
-        lines.append(
-            f"- Correlation {correlation}: from sparsity {low_sparsity} to {high_sparsity} "
-            f"the ratio of MoSE's MSE to the best alternative's goes from {low_ratio:.2f} "
-            f"to {high_ratio:.2f}, so it is {trend} at high sparsity."
-        )
     return lines
 
 
@@ -382,15 +421,17 @@ def _movielens_reading(movielens):
         means = {name: np.asarray(values)[:, column].mean() for name, values in movielens.items()}
         ordered = sorted(means, key=means.get, reverse=not lower_is_better)
         best_other = next(name for name in ordered if name != "mose")
-        difference = means["mose"] - means[best_other]
-        spread = max(
-            np.asarray(movielens["mose"])[:, column].std(),
-            np.asarray(movielens[best_other])[:, column].std(),
+        # A seed fixes the user split for every model, so the seeds pair the two models.
+        differences = (
+            np.asarray(movielens["mose"])[:, column] - np.asarray(movielens[best_other])[:, column]
         )
+        mose_better = differences < 0 if lower_is_better else differences > 0
         lines.append(
-            f"- {metric}: MoSE ranks {ordered.index('mose') + 1} of {len(ordered)}, "
-            f"{difference:+.4f} against the best alternative, {best_other}. The larger std "
-            f"over seeds of the two models is {spread:.4f}."
+            f"- MovieLens {metric}: MoSE ranks {ordered.index('mose') + 1} of {len(ordered)}. "
+            f"Against the best alternative, {best_other}, it differs by "
+            f"{differences.mean():+.4f} (per seed {differences.min():+.4f} to "
+            f"{differences.max():+.4f}) and is better in {int(mose_better.sum())} of "
+            f"{len(differences)} seeds."
         )
     return lines
 
