@@ -13,13 +13,13 @@ and of the inputs, SGD update of the weights), each compiled with `tf.function`.
 variants are interleaved in rounds so that machine load affects them alike. Each round
 records the process CPU time (`time.process_time`, all threads of this process) and the
 wall-clock time, and the table reports the fastest round of each. CPU time is the main
-measure because other jobs on a shared machine change it far less than the wall-clock
-time.
+measure because other jobs on a shared machine change it less than the wall-clock time.
 
     python benchmarks/hypergrid_dense.py --write_docs
     python benchmarks/hypergrid_dense.py --quick
 """
 
+import os
 import pathlib
 import sys
 import time
@@ -192,13 +192,15 @@ def main(argv):
                 f"| {ratio('HyperGridDense')} | {ratio('block matmuls')} | {ratio('naive')} |"
             )
             logging.info("%s %s: %s", case, phase, rows[-1])
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     command = "python benchmarks/hypergrid_dense.py" + (" --quick" if FLAGS.quick else " --write_docs")
     section = "\n".join(
         [
             "## HyperGridDense",
             "",
-            f"Command: `{command}` on {report.machine_description()}, TensorFlow "
-            f"{tf.__version__}, mode LG, float32, fastest of {rounds} rounds of {calls} calls. "
+            f"Command: `{command}` on {report.machine_description()} (1-minute load average "
+            f"{load:.1f} at the end of the run), TensorFlow {tf.__version__}, mode LG, float32, "
+            f"fastest of {rounds} rounds of {calls} calls. "
             "Times are process CPU time (all threads), and each ratio is followed by the "
             "wall-clock ratio in brackets. The training step includes the gradient of the "
             "inputs. Target: HyperGridDense at most 1.3× Dense. Form: the loop that the layer "

@@ -79,11 +79,13 @@ class HyperGridDense(keras.layers.Layer):
     scaled input by W_j (extra work: `grid_cols x features`). It takes the form with less
     extra work. In `"GG"` mode the gate is folded into the kernel once per call instead.
 
-    NOTE: the extra elementwise work is about 1/max(block_rows, block_cols) of the
-    matmul's multiply-adds but is memory-bound, so small blocks cost the most. On 2
-    shared CPU cores (`benchmarks/hypergrid_dense.py`), 32x32 blocks measured 1.4-1.9x a
-    Dense layer's forward time and 1.3-2.5x its training step, and 32x64 or 128x64
-    blocks at most 1.26x.
+    NOTE: on CPU this layer costs more than 1.3x a Dense layer of the same shape, most
+    for small blocks. The extra elementwise work is about 1/max(block_rows, block_cols)
+    of the matmul's multiply-adds but is memory-bound, and the narrow block matmuls run
+    slower per FLOP than one wide matmul. By process CPU time on 2 shared cores
+    (`benchmarks/hypergrid_dense.py`), 32x32 blocks measured 1.8-2.3x a Dense layer's
+    forward pass and 2.0-2.5x its training step, 32x64 blocks 1.4-1.8x and 128x64 blocks
+    1.3-1.6x. The block matmuls alone, without the gate, measured up to 1.35x.
 
     Args:
         units: Output size, an integer >= 1.
