@@ -33,14 +33,22 @@ def test_quick_mode_compares_both_libraries(tmp_path):
 
     results = json.loads((tmp_path / "results.json").read_text())
     libraries = sorted({r["library"] for r in results})
-    assert libraries == ["deepctr_tf_keras", "mtl_layers", "mtl_layers_indexed"]
+    assert libraries == ["deepctr_tf_keras", "mtl_layers", "mtl_layers_preprocessed"]
     for result in results:
         assert 0.0 <= result["auc"]["never_married"] <= 1.0
         assert result["examples_per_second"] > 0
+        assert result["examples_per_cpu_second"] > 0
         assert result["latency_ms"] > 0
     ours = [r for r in results if r["library"].startswith("mtl_layers")]
     deepctr = [r for r in results if r["library"] == "deepctr_tf_keras"]
     # DeepCTR 0.9.4 seeds every expert alike, so its experts start as copies.
     assert all(r["expert_similarity_init"] > 0.999 for r in deepctr)
     assert all(abs(r["expert_similarity_init"]) < 0.2 for r in ours)
+    # Both of this library's paths start from the same weights for the same seed.
+    for seed in (0, 1):
+        raw, preprocessed = (
+            next(r for r in ours if r["library"] == library and r["seed"] == seed)
+            for library in ("mtl_layers", "mtl_layers_preprocessed")
+        )
+        assert raw["expert_similarity_init"] == pytest.approx(preprocessed["expert_similarity_init"], abs=1e-6)
     assert "## DeepCTR 0.9.4 side by side" in completed.stdout
