@@ -5,7 +5,7 @@ import numbers
 import re
 from typing import Optional, Sequence, Tuple
 
-from mtl_layers.compat import keras
+from mtl_layers.compat import IS_KERAS_2, keras
 
 TASK_KINDS = ("binary", "regression", "multiclass")
 
@@ -159,4 +159,10 @@ def compile_for_tasks(
         metrics={task.name: task.metrics() for task in tasks} if track_metrics else None,
         **compile_kwargs,
     )
+    if IS_KERAS_2:
+        # Each step of a compiled tf_keras model logs metrics already reduced over all
+        # replicas. The tf_keras 2.21 default, "auto", adds up the workers' values under
+        # MultiWorkerMirroredStrategy, which multiplies the per-batch logs that callbacks
+        # receive by the worker count. `fit` reads the epoch logs from the metrics.
+        model.distribute_reduction_method = "first"
     return model

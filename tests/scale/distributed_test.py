@@ -202,7 +202,10 @@ def test_multi_worker_matches_single_process(tmp_path):
 
     # Reference: the same model trained in this process on the whole global batch.
     keras.utils.set_random_seed(0)
-    initial, trained = worker.train("mmoe", tf.distribute.get_strategy(), None, epochs=2)
+    initial, trained = worker.train(
+        "mmoe", tf.distribute.get_strategy(), None, epochs=2,
+        history_path=tmp_path / "mmoe_single_history.json",
+    )  # fmt: skip
     worker.save_weights(tmp_path / "mmoe_initial.npz", initial)
     worker.save_weights(tmp_path / "mmoe_single.npz", trained)
 
@@ -219,3 +222,13 @@ def test_multi_worker_matches_single_process(tmp_path):
         result = tmp_path / f"mmoe_multi_worker_{index}.npz"
         _assert_weights_changed(worker, initial, result)
         _assert_weights_close(worker, tmp_path / "mmoe_single.npz", result)
+    # The logs of every batch are those of the global batch, not a sum over the workers.
+    expected = worker.load_history(worker.batch_history_path(tmp_path / "mmoe_single_history.json"))
+    for index in range(2):
+        path = worker.batch_history_path(tmp_path / f"mmoe_multi_worker_{index}_history.json")
+        actual = worker.load_history(path)
+        assert sorted(actual) == sorted(expected), f"{path.name}: different log keys"
+        for name, values in expected.items():
+            np.testing.assert_allclose(
+                actual[name], values, rtol=RTOL, atol=ATOL, err_msg=f"{path.name}: batch {name} differs"
+            )

@@ -5,7 +5,8 @@ and `TF_CONFIG` take effect only before TensorFlow starts. Every run trains with
 SGD on the same global batches in the same order and writes the trained weights to
 `--weights_dir` as `weight_0 ... weight_N` arrays of `.npz` files, so the parent test
 compares distributed and single-process training weight by weight. The training history
-of each run goes next to its weights as `<weights file stem>_history.json`.
+of each run goes next to its weights as `<weights file stem>_history.json`, and the logs
+that callbacks receive after each batch as `<weights file stem>_history_batches.json`.
 
     python tests/scale/distributed_worker.py --mode=mirrored --replicas=2 \
         --models=mmoe,ple --weights_dir=/tmp/weights
@@ -241,13 +242,21 @@ def load_history(path):
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def batch_history_path(history_path):
+    """Return the file of the per-batch logs that go next to the history at `history_path`."""
+    return history_path.with_name(history_path.stem + "_batches.json")
+
+
 def train(model_name, strategy, initial_weights, epochs, history_path=None):
     """Build `model_name` under `strategy`, start from `initial_weights`, train, return weights.
 
     With `initial_weights=None` the model keeps its fresh weights, and the function returns
     `(initial, trained)` so that the caller can start other runs from the same point. With
-    `history_path`, the training history goes there as JSON.
+    `history_path`, the training history goes there as JSON, and the logs that callbacks
+    receive after each batch go to `batch_history_path(history_path)`.
     """
+    from mtl_layers.compat import keras
+
     with strategy.scope():
         model, tasks = build_model(model_name)
         compile_model(model, model_name, tasks)
@@ -257,9 +266,19 @@ def train(model_name, strategy, initial_weights, epochs, history_path=None):
         initial = initial_weights
     dataset = make_dataset(*make_data(model_name))
     validation = dataset if model_name in TFRS_MODELS else None
-    history = model.fit(dataset, validation_data=validation, epochs=epochs, verbose=0, shuffle=False)
+    batch_logs = {}
+
+    def record_batch_logs(batch, logs):
+        for name, value in logs.items():
+            batch_logs.setdefault(name, []).append(value)
+
+    history = model.fit(
+        dataset, validation_data=validation, epochs=epochs, verbose=0, shuffle=False,
+        callbacks=[keras.callbacks.LambdaCallback(on_train_batch_end=record_batch_logs)],
+    )  # fmt: skip
     if history_path is not None:
         save_history(history_path, history.history)
+        save_history(batch_history_path(history_path), batch_logs)
     losses = np.asarray(history.history["loss"], dtype="float64")
     if not np.isfinite(losses).all():
         raise RuntimeError(f"{model_name}: training produced a non-finite loss: {losses.tolist()}")
