@@ -21,6 +21,7 @@ shows a two-worker launch:
 import json
 import os
 import sys
+import tempfile
 import time
 
 from absl import app, flags, logging
@@ -177,6 +178,23 @@ def unsharded(dataset):
     return dataset.with_options(options)
 
 
+def predict_test_split(model, strategy, split):
+    """Return the model's outputs on every example of `split`, as NumPy arrays per task.
+
+    Under MultiWorkerMirroredStrategy, `model.predict` splits each batch across the workers
+    and gathers the outputs, which fails when the last batch does not split evenly. There
+    every worker calls the model on the whole split itself instead, so each one can
+    compute the AUC.
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return model.predict(unsharded(split.to_dataset(4096)), verbose=0)
+    batches = [model(features, training=False) for features, _ in split.to_dataset(4096)]
+    return {name: np.concatenate([np.asarray(batch[name]) for batch in batches]) for name in batches[0]}
+
+
 def main(argv):
     del argv
     strategy = make_strategy()
@@ -230,8 +248,7 @@ def main(argv):
         "Trained in %.1f s (%.0f examples/s)", seconds, FLAGS.epochs * len(train) / seconds
     )
 
-    # Every worker predicts the whole test split, so each one can compute the AUC.
-    predictions = model.predict(unsharded(data.test.to_dataset(4096)), verbose=0)
+    predictions = predict_test_split(model, strategy, data.test)
     results = {
         task.name: mtl.evaluation.roc_auc(data.test.labels[task.name], predictions[task.name])
         for task in data.tasks
@@ -243,7 +260,14 @@ def main(argv):
         print(f"| {task_name:<18} | {auc:.4f} |")
 
     if not is_chief(strategy):
-        # Only worker 0 writes files, so that workers never overwrite each other's output.
+        # Saving under MultiWorkerMirroredStrategy runs collective ops, so every worker must
+        # save too. The other workers save into a temporary folder that is then deleted, so
+        # that only worker 0 writes files and workers never overwrite each other's output.
+        with tempfile.TemporaryDirectory(prefix="census_worker_") as scratch:
+            if FLAGS.keras_model_path:
+                model.save(os.path.join(scratch, "model.keras"))
+            if FLAGS.export_dir:
+                mtl.export.export_saved_model(model, os.path.join(scratch, "export"))
         return
     if FLAGS.metrics_json:
         with open(FLAGS.metrics_json, "w", encoding="utf-8") as stream:
@@ -266,7 +290,6 @@ def main(argv):
             model, FLAGS.export_dir, warmup_examples=data.test.features
         )
         print(f"\nSavedModel written to {path}")
-
 
 if __name__ == "__main__":
     app.run(main)

@@ -1,10 +1,13 @@
-"""The census main job trains under MirroredStrategy with `--strategy` (Keras 2 mode)."""
+"""The census main job trains under a strategy with `--strategy` (Keras 2 mode)."""
 
+import importlib.util
 import json
 import os
 import pathlib
 import subprocess
 import sys
+
+import pytest
 
 from mtl_layers.compat import IS_KERAS_2
 
@@ -52,3 +55,57 @@ def test_cpu_devices_needs_mirrored(tmp_path):
     result = _run(["--strategy=default", "--cpu_devices=2"], tmp_path)
     assert result.returncode != 0
     assert "--cpu_devices" in result.stderr
+
+
+def _distributed_harness():
+    path = pathlib.Path(__file__).resolve().parent / "distributed_test.py"
+    spec = importlib.util.spec_from_file_location("scale_distributed_harness", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.skipif(not IS_KERAS_2, reason="Multi-worker training of raw-feature models needs Keras 2 mode.")
+def test_multi_worker_strategy_flag(tmp_path):
+    harness = _distributed_harness()
+    ports = harness._free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+    processes, logs = [], []
+    try:
+        for index in range(2):
+            worker_dir = tmp_path / f"worker{index}"
+            worker_dir.mkdir()
+            log = open(worker_dir / "log.txt", "w+", encoding="utf-8")
+            logs.append(log)
+            tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+            command = [
+                sys.executable, str(SCRIPT), "--strategy=multi_worker_mirrored", "--epochs=1",
+                "--max_examples=4096", "--export_dir=exports/census", f"--metrics_json={worker_dir / 'metrics.json'}",
+            ]  # fmt: skip
+            processes.append(
+                subprocess.Popen(
+                    command, cwd=worker_dir, stdout=log, stderr=subprocess.STDOUT,
+                    env=harness._child_environment(TF_CONFIG=tf_config),
+                )  # fmt: skip
+            )
+        for process in processes:
+            process.wait(timeout=280)
+    finally:
+        harness._stop(processes)
+    outputs = []
+    for log in logs:
+        log.seek(0)
+        outputs.append(log.read())
+        log.close()
+
+    for index, process in enumerate(processes):
+        assert process.returncode == 0, f"worker {index}:\n{outputs[index][-3000:]}"
+    # Both workers print the test AUC of the whole test split; only worker 0 writes files.
+    for output in outputs:
+        assert "| income" in output
+    chief = json.loads((tmp_path / "worker0" / "metrics.json").read_text(encoding="utf-8"))
+    assert chief["replicas"] == 2
+    assert sorted(chief["auc"]) == ["income", "never_married"]
+    assert (tmp_path / "worker0" / "exports" / "census" / "1" / "saved_model.pb").exists()
+    assert not (tmp_path / "worker1" / "metrics.json").exists()
+    assert not (tmp_path / "worker1" / "exports").exists()
