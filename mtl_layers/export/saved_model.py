@@ -177,10 +177,17 @@ def export_saved_model(
 
     Raises:
         FileExistsError: `export_dir/<version>` exists already; nothing is changed.
-        ValueError: `version` is not an integer >= 1, the model has no defined inputs,
-            or `warmup_examples` does not match the model inputs.
+        ValueError: `export_dir` is an existing file, `version` is not an integer >= 1,
+            the model has no defined inputs, or `warmup_examples` does not match the model
+            inputs.
     """
     export_dir = pathlib.Path(export_dir)
+    if export_dir.exists() and not export_dir.is_dir():
+        raise ValueError(
+            "`export_dir` must be a folder that holds numbered versions (or a path that does not "
+            f"exist yet). Received: export_dir={str(export_dir)!r}, an existing file. Pass a folder "
+            "such as 'exports/my_model'."
+        )
     if version is None:
         version = next_version(export_dir)
     elif isinstance(version, bool) or not isinstance(version, int) or version < 1:

@@ -122,6 +122,8 @@ def build_feature_inputs(
         feature name, and the encoded `(batch_size, encoded_dim)` tensor.
     """
     features = _check_feature_specs(features)
+    if not isinstance(preprocessed, bool):
+        raise ValueError(f"`preprocessed` must be True or False. Received: preprocessed={preprocessed!r}")
 
     inputs = {}
     encodings = []
@@ -206,11 +208,12 @@ def preprocess_features(
         column = np.asarray(values[spec.name])
         if spec.kind == "numeric":
             column = column.astype(np.float64)
-            bad = int(np.count_nonzero(~np.isfinite(column)))
-            if bad:
+            bad = np.flatnonzero(~np.isfinite(column))
+            if bad.size:
                 raise ValueError(
-                    f"The numeric feature {spec.name!r} contains {bad} NaN or infinite values. "
-                    "Replace them (for example with the training mean) before preprocessing."
+                    f"The numeric feature {spec.name!r} contains {bad.size} NaN or infinite values, "
+                    f"the first at row {bad[0]} ({column.reshape(-1)[bad[0]]!r}). Replace them (for "
+                    "example with the training mean) before preprocessing."
                 )
             scale = max(math.sqrt(spec.variance), 1e-7)
             encoded[spec.name] = ((column - spec.mean) / scale).astype(np.float32)

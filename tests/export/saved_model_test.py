@@ -280,6 +280,15 @@ def test_invalid_version_rejected(tmp_path, version):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_existing_file_as_export_dir_rejected(tmp_path):
+    model = mtl.models.shared_bottom([TaskSpec("a")], keras.Input((4,), name="x"))
+    saved = tmp_path / "first.keras"
+    saved.write_bytes(b"user data")
+    with pytest.raises(ValueError, match="`export_dir` must be a folder"):
+        mtl.export.export_saved_model(model, saved)
+    assert saved.read_bytes() == b"user data"
+
+
 def test_tensor_input_model_exports(tmp_path):
     model = mtl.models.omoe(
         [TaskSpec("a"), TaskSpec("b"), TaskSpec("c", kind="regression")],

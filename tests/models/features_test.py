@@ -68,10 +68,29 @@ def test_preprocess_features_bytes_values():
     "values, message",
     [
         ({"age": RAW["age"], "job": RAW["job"]}, r"no column for the features \['region'\]"),
-        (dict(RAW, age=np.array([1.0, np.nan, 2.0, 3.0])), r"'age' contains 1 NaN or infinite"),
+        (dict(RAW, age=np.array([1.0, np.nan, 2.0, 3.0])), r"'age' contains 1 NaN or infinite values, the first at row 1"),
         (dict(RAW, job=RAW["job"][:3]), "same length"),
     ],
 )
 def test_preprocess_features_invalid(values, message):
     with pytest.raises(ValueError, match=message):
         preprocess_features(FEATURES, values)
+
+
+def test_build_feature_inputs_rejects_non_bool():
+    with pytest.raises(ValueError, match="`preprocessed` must be True or False"):
+        build_feature_inputs(FEATURES, preprocessed="yes")
+
+
+def test_preprocessed_weights_load_into_raw_model():
+    tasks = [TaskSpec("click", kind="binary")]
+    raw_model = mmoe(tasks, list(FEATURES), num_experts=2, expert_units=3)
+    inputs, encoded = build_feature_inputs(FEATURES, preprocessed=True)
+    pre_model = mmoe(tasks, encoded, num_experts=2, expert_units=3, model_inputs=inputs)
+    pre_model.set_weights([weight + 0.05 for weight in pre_model.get_weights()])
+
+    raw_model.set_weights(pre_model.get_weights())
+
+    expected = pre_model.predict_on_batch(preprocess_features(FEATURES, RAW))["click"]
+    actual = raw_model.predict_on_batch(RAW)["click"]
+    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-6)
