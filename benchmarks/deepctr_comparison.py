@@ -571,7 +571,7 @@ def markdown_report(table, data, models, command, seconds, results) -> str:
             else f"Both: `steps_per_execution={FLAGS.steps_per_execution}`, no XLA. "
         )
         + "Both gather batches from in-memory tensors and compile losses only (no metrics during training), "
-        "as DeepCTR's documented `compile` call does. "
+        "the same as the DeepCTR runs. "
         "DeepCTR: `model.fit` on NumPy arrays of indices, as its documentation shows. "
         "Throughput over epochs 2 and later, in wall time and in process CPU time (all threads; other "
         "processes on a shared machine change it less); latency is the median `predict_on_batch` time for one example. "
