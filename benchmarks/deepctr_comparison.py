@@ -396,9 +396,9 @@ def build_ours(model_name, data, preprocessed: bool):
 def run_ours(data, preprocessed: bool, seeds):
     """Train this library's models for every seed; return one result dict per run.
 
-    With `preprocessed` the models read the output of `preprocess_features`, the same
-    vocabulary indices and standardised numbers that DeepCTR reads; otherwise they read
-    the raw features and look them up and normalise them inside the model.
+    With `preprocessed` the models read the output of `preprocess_features`, which are
+    the same vocabulary indices and standardised numbers that DeepCTR reads. Otherwise
+    they read the raw features and look them up and normalise them inside the model.
     """
     import mtl_layers as mtl
     from mtl_layers.compat import keras

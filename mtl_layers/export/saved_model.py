@@ -184,7 +184,7 @@ def export_saved_model(
     export_dir = pathlib.Path(export_dir)
     if export_dir.exists() and not export_dir.is_dir():
         raise ValueError(
-            "`export_dir` must be a folder that holds numbered versions (or a path that does not "
+            "`export_dir` must be a folder that contains numbered versions (or a path that does not "
             f"exist yet). Received: export_dir={str(export_dir)!r}, an existing file. Pass a folder "
             "such as 'exports/my_model'."
         )

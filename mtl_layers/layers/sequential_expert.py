@@ -117,10 +117,10 @@ class _ExpertStepCell(keras.layers.Layer):
         recurrent_input = ops.cast(recurrent_input, self.matmul_dtype)
 
         # h_{t-1} U_e: one (B, U) @ (U, 4U) product per expert, concatenated expert-major to
-        # (B, E·4U). On CPU (TensorFlow 2.21, 2 cores, benchmarks/sequential_expert.py) the
-        # training step ran 1.8-2.3x faster at batch 32-64, and 1.04-1.16x at batch 256,
-        # than with one batched product over the expert axis, which needs two transposes of
-        # (B, E, U) at every step.
+        # (B, E·4U). One batched product over the expert axis needs two transposes of
+        # (B, E, U) at every step. Measured with benchmarks/sequential_expert.py on CPU
+        # (TensorFlow 2.21, 2 cores), the per-expert form ran the training step 1.8-2.3x
+        # faster at batch 32-64 and 1.04-1.16x faster at batch 256.
         expert_states = ops.split(recurrent_input, self.num_experts, axis=-1)
         recurrent_projection = ops.concatenate(
             [
