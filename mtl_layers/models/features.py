@@ -223,9 +223,9 @@ def preprocess_features(
         # Look up each distinct value once, then scatter the indices back to the rows.
         distinct, positions = np.unique(column, return_inverse=True)
         vocabulary_index = {value: index + 1 for index, value in enumerate(spec.vocabulary)}
+        # `tolist` turns NumPy scalars into the Python values that the vocabulary contains.
         distinct_indices = np.array(
-            [vocabulary_index.get(value.item() if hasattr(value, "item") else value, 0) for value in distinct],
-            dtype=np.int32,
+            [vocabulary_index.get(value, 0) for value in distinct.tolist()], dtype=np.int32
         )
         encoded[spec.name] = distinct_indices[positions.reshape(-1)].reshape(column.shape)
     return encoded
