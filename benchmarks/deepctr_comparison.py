@@ -62,6 +62,9 @@ flags.DEFINE_integer("steps_per_execution", 64, "Training steps per call into Te
 flags.DEFINE_integer(
     "jit_steps_per_execution", 16, "Training steps per call into TensorFlow (this library, with XLA)."
 )
+flags.DEFINE_bool(
+    "packed", True, "Embed this library's categorical features from one table (`build_feature_inputs(packed=True)`)."
+)
 flags.DEFINE_bool("jit_compile", True, "Compile the training step of this library's preprocessed-input models with XLA.")
 flags.DEFINE_integer("latency_calls", 200, "Timed batch-1 prediction calls per model.")
 flags.DEFINE_integer("max_train_examples", None, "Use at most this many training examples.")
@@ -372,9 +375,11 @@ def build_ours(model_name, data, preprocessed: bool):
 
     jit_compile = FLAGS.jit_compile and preprocessed
     if preprocessed:
-        model_inputs, features = mtl.models.build_feature_inputs(data.feature_specs, preprocessed=True)
+        model_inputs, features = mtl.models.build_feature_inputs(
+            data.feature_specs, preprocessed=True, packed=FLAGS.packed
+        )
     else:
-        features, model_inputs = data.feature_specs, None
+        model_inputs, features = mtl.models.build_feature_inputs(data.feature_specs, packed=FLAGS.packed)
     if model_name == "mmoe":
         model = mtl.models.mmoe(
             data.tasks, features, num_experts=FLAGS.num_experts, expert_units=FLAGS.expert_units,
@@ -407,10 +412,10 @@ def run_ours(data, preprocessed: bool, seeds):
     tasks = [task.name for task in data.tasks]
     if preprocessed:
         train = Split(
-            features=mtl.models.preprocess_features(data.feature_specs, data.train.features),
+            features=mtl.models.preprocess_features(data.feature_specs, data.train.features, packed=FLAGS.packed),
             labels=data.train.labels,
         )
-        test_inputs = mtl.models.preprocess_features(data.feature_specs, data.test.features)
+        test_inputs = mtl.models.preprocess_features(data.feature_specs, data.test.features, packed=FLAGS.packed)
         library = "mtl_layers_preprocessed"
     else:
         train, test_inputs = data.train, data.test.features
@@ -562,7 +567,14 @@ def markdown_report(table, data, models, command, seconds, results) -> str:
         f"embeddings of {FLAGS.embedding_dim}. `mtl_layers`: raw strings and numbers, looked up, "
         "embedded and normalised inside the model (`FeatureSpec`). `mtl_layers_preprocessed`: the same "
         "vocabulary indices and standardised numbers that DeepCTR reads (`preprocess_features`), "
-        "embedded per feature as in the raw-feature model. "
+        "embedded as in the raw-feature model. "
+        + (
+            "Both of ours embed all categorical features from one table (`packed=True`: one lookup "
+            "and one variable instead of one per feature; the preprocessed model then has two inputs, "
+            "an id matrix and a number matrix). "
+            if FLAGS.packed
+            else "Both of ours embed each feature from its own table. "
+        )
         + (
             f"The preprocessed model is compiled with XLA, `steps_per_execution={FLAGS.jit_steps_per_execution}`, "
             "and reads full batches of repeated shuffled data, so the step is compiled once; the raw-feature "

@@ -9,6 +9,7 @@ from mtl_layers import compat
 from mtl_layers.layers import (
     ExpertBank,
     HyperGridDense,
+    PackedEmbedding,
     SequentialExpert,
     TaskEmbedding,
     TaskGate,
@@ -20,6 +21,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ExpertBank",
     "HyperGridDense",
+    "PackedEmbedding",
     "SequentialExpert",
     "TaskEmbedding",
     "TaskGate",

@@ -1,6 +1,13 @@
 """Multi-task model builders that return Keras functional models."""
 
-from mtl_layers.models.features import FEATURE_KINDS, FeatureSpec, build_feature_inputs, preprocess_features
+from mtl_layers.models.features import (
+    FEATURE_KINDS,
+    PACKED_CATEGORICAL,
+    PACKED_NUMERIC,
+    FeatureSpec,
+    build_feature_inputs,
+    preprocess_features,
+)
 from mtl_layers.models.hypergrid_transformer import hypergrid_transformer
 from mtl_layers.models.mmoe import mmoe, omoe
 from mtl_layers.models.mose import mose, mose_baseline, sequence_sample_weights
@@ -10,6 +17,8 @@ from mtl_layers.models.towers import task_tower
 
 __all__ = [
     "FEATURE_KINDS",
+    "PACKED_CATEGORICAL",
+    "PACKED_NUMERIC",
     "FeatureSpec",
     "build_feature_inputs",
     "hypergrid_transformer",

@@ -18,6 +18,7 @@ from typing import Dict, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from mtl_layers.compat import is_keras_tensor, keras
+from mtl_layers.layers.packed_embedding import PackedEmbedding
 
 FEATURE_KINDS = ("numeric", "categorical", "integer_categorical")
 
@@ -100,10 +101,32 @@ def _check_feature_specs(features) -> Tuple[FeatureSpec, ...]:
     return features
 
 
+# Input names of the packed layout (`packed=True`) of preprocessed features.
+PACKED_NUMERIC = "numeric_features"
+PACKED_CATEGORICAL = "categorical_ids"
+
+
+def _check_flag(name: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"`{name}` must be True or False. Received: {name}={value!r}")
+    return value
+
+
+def _packed_embedding_dim(features) -> Optional[int]:
+    """Return the common embedding size of the categorical features (None without any)."""
+    sizes = {spec.name: spec.embedding_dim for spec in features if spec.kind != "numeric"}
+    if len(set(sizes.values())) > 1:
+        raise ValueError(
+            "`packed=True` embeds all categorical features from one table, so they need the "
+            f"same `embedding_dim`. Received: {sizes}. Give them one size, or use packed=False."
+        )
+    return next(iter(sizes.values()), None)
+
+
 def build_feature_inputs(
-    features: Sequence[FeatureSpec], preprocessed: bool = False
+    features: Sequence[FeatureSpec], preprocessed: bool = False, packed: bool = False
 ) -> Tuple[Dict[str, "keras.KerasTensor"], "keras.KerasTensor"]:
-    """Create one named scalar input per feature and encode them into one tensor.
+    """Create the model inputs of the features and encode them into one tensor.
 
     Numeric features are normalised, categorical features looked up and embedded; the
     encodings are concatenated along the last axis.
@@ -113,48 +136,43 @@ def build_feature_inputs(
         preprocessed: With `False` the inputs take raw values and the model runs the
             lookups and the normalisation. With `True` the inputs take the output of
             `preprocess_features` (int32 vocabulary indices and normalised float32
-            numbers), and the model keeps only the embeddings. For the same seed, both
-            create the same embedding weights in the same order, so the two models
-            compute the same outputs.
+            numbers), and the model keeps only the embeddings. For the same seed and
+            `packed` value, both create the same weights in the same order, so the two
+            models compute the same outputs and a model trained on preprocessed inputs
+            hands its weights to the raw-feature model for export.
+        packed: With `False`, every categorical feature has its own embedding table and
+            the encoding follows the order of `features`. With `True`, one
+            `PackedEmbedding` table holds all categorical features (they need the same
+            `embedding_dim`), and the encoding is the numeric features, then the
+            categorical embeddings, each in the order of `features`. With `preprocessed`
+            too, the model has two inputs instead of one per feature:
+            `"numeric_features"` `(batch_size, num_numeric)` and `"categorical_ids"`
+            `(batch_size, num_categorical)`, as `preprocess_features(..., packed=True)`
+            returns them. The packed layout runs fewer ops per step, which speeds up
+            training of small models.
 
     Returns:
-        `(inputs, encoded)`: a dict of `keras.Input`s of shape `(batch_size,)` keyed by
-        feature name, and the encoded `(batch_size, encoded_dim)` tensor.
+        `(inputs, encoded)`: a dict of `keras.Input`s keyed by input name, and the
+        encoded `(batch_size, encoded_dim)` tensor. Without `preprocessed` and `packed`
+        together, there is one input of shape `(batch_size,)` per feature, named after it.
     """
     features = _check_feature_specs(features)
-    if not isinstance(preprocessed, bool):
-        raise ValueError(f"`preprocessed` must be True or False. Received: preprocessed={preprocessed!r}")
+    preprocessed = _check_flag("preprocessed", preprocessed)
+    packed = _check_flag("packed", packed)
+    if packed:
+        return _build_packed_inputs(features, preprocessed)
 
     inputs = {}
     encodings = []
     for spec in features:
-        if preprocessed:
-            dtype = "float32" if spec.kind == "numeric" else "int32"
-        else:
-            dtype = spec.dtype
-        raw = keras.Input(shape=(), dtype=dtype, name=spec.name)
+        raw = _raw_input(spec, preprocessed)
         inputs[spec.name] = raw
         column = keras.layers.Reshape((1,), name=f"{spec.name}_column")(raw)
         if spec.kind == "numeric":
-            if preprocessed:
-                encodings.append(column)
-                continue
-            encodings.append(
-                keras.layers.Normalization(
-                    mean=spec.mean, variance=spec.variance, name=f"{spec.name}_normalization"
-                )(column)
-            )
+            encodings.append(column if preprocessed else _normalize(spec, column))
             continue
         if not preprocessed:
-            lookup_class = (
-                keras.layers.StringLookup
-                if spec.kind == "categorical"
-                else keras.layers.IntegerLookup
-            )
-            lookup = lookup_class(
-                vocabulary=list(spec.vocabulary), num_oov_indices=1, name=f"{spec.name}_lookup"
-            )
-            column = lookup(column)
+            column = _lookup(spec, column)
         embedding = keras.layers.Embedding(
             input_dim=len(spec.vocabulary) + 1,
             output_dim=spec.embedding_dim,
@@ -170,8 +188,72 @@ def build_feature_inputs(
     return inputs, keras.layers.Concatenate(name="encoded_features")(encodings)
 
 
+def _raw_input(spec: FeatureSpec, preprocessed: bool):
+    if preprocessed:
+        dtype = "float32" if spec.kind == "numeric" else "int32"
+    else:
+        dtype = spec.dtype
+    return keras.Input(shape=(), dtype=dtype, name=spec.name)
+
+
+def _normalize(spec: FeatureSpec, column):
+    return keras.layers.Normalization(
+        mean=spec.mean, variance=spec.variance, name=f"{spec.name}_normalization"
+    )(column)
+
+
+def _lookup(spec: FeatureSpec, column):
+    lookup_class = (
+        keras.layers.StringLookup if spec.kind == "categorical" else keras.layers.IntegerLookup
+    )
+    lookup = lookup_class(
+        vocabulary=list(spec.vocabulary), num_oov_indices=1, name=f"{spec.name}_lookup"
+    )
+    return lookup(column)
+
+
+def _build_packed_inputs(features, preprocessed: bool):
+    """Build the `packed=True` layout of `build_feature_inputs`."""
+    numeric = [spec for spec in features if spec.kind == "numeric"]
+    categorical = [spec for spec in features if spec.kind != "numeric"]
+    embedding_dim = _packed_embedding_dim(features)
+
+    inputs = {}
+    blocks = []
+    if numeric:
+        blocks.append(_packed_block(numeric, preprocessed, inputs, PACKED_NUMERIC, "float32", _normalize))
+    if categorical:
+        ids = _packed_block(categorical, preprocessed, inputs, PACKED_CATEGORICAL, "int32", _lookup)
+        embedding = PackedEmbedding(
+            vocabulary_sizes=[len(spec.vocabulary) + 1 for spec in categorical],
+            output_dim=embedding_dim,
+            name="categorical_embedding",
+        )
+        blocks.append(embedding(ids))
+    return inputs, _concatenate(blocks, name="encoded_features")
+
+
+def _packed_block(specs, preprocessed: bool, inputs: dict, name: str, dtype: str, encode):
+    """Return one matrix column per spec: a preprocessed input, or raw inputs encoded."""
+    if preprocessed:
+        inputs[name] = keras.Input(shape=(len(specs),), dtype=dtype, name=name)
+        return inputs[name]
+    columns = []
+    for spec in specs:
+        inputs[spec.name] = _raw_input(spec, preprocessed=False)
+        column = keras.layers.Reshape((1,), name=f"{spec.name}_column")(inputs[spec.name])
+        columns.append(encode(spec, column))
+    return _concatenate(columns, name=name)
+
+
+def _concatenate(tensors, name: str):
+    if len(tensors) == 1:
+        return tensors[0]
+    return keras.layers.Concatenate(name=name)(tensors)
+
+
 def preprocess_features(
-    features: Sequence[FeatureSpec], values: Mapping[str, "np.ndarray"]
+    features: Sequence[FeatureSpec], values: Mapping[str, "np.ndarray"], packed: bool = False
 ) -> Dict[str, np.ndarray]:
     """Encode raw feature columns as the model's preprocessing layers do, in NumPy.
 
@@ -181,19 +263,26 @@ def preprocess_features(
         features: The `FeatureSpec` of every input feature.
         values: One array of raw values per feature name, all of the same length.
             Extra keys are ignored.
+        packed: Return the two matrices that a model built with
+            `build_feature_inputs(..., preprocessed=True, packed=True)` takes, instead
+            of one column per feature.
 
     Returns:
         A dict keyed by feature name. Numeric features become float32
         `(x - mean) / max(sqrt(variance), 1e-7)`, as `keras.layers.Normalization`
         computes. Categorical features become int32 indices: `1 + position` in the
         vocabulary, and 0 for a value not in it, as a lookup layer with one
-        out-of-vocabulary index assigns.
+        out-of-vocabulary index assigns. With `packed`, the columns are stacked in
+        the order of `features`: `"numeric_features"` (float32, one column per numeric
+        feature) and `"categorical_ids"` (int32, one column per categorical feature);
+        a matrix without columns is left out.
 
     Raises:
         ValueError: when a feature is missing, the columns differ in length, or a
             numeric column contains NaN or infinity.
     """
     features = _check_feature_specs(features)
+    packed = _check_flag("packed", packed)
     missing = [spec.name for spec in features if spec.name not in values]
     if missing:
         raise ValueError(
@@ -228,7 +317,16 @@ def preprocess_features(
             [vocabulary_index.get(value, 0) for value in distinct.tolist()], dtype=np.int32
         )
         encoded[spec.name] = distinct_indices[positions.reshape(-1)].reshape(column.shape)
-    return encoded
+    if not packed:
+        return encoded
+
+    _packed_embedding_dim(features)
+    matrices = {}
+    for name, kinds in ((PACKED_NUMERIC, ("numeric",)), (PACKED_CATEGORICAL, ("categorical", "integer_categorical"))):
+        columns = [encoded[spec.name].reshape(-1) for spec in features if spec.kind in kinds]
+        if columns:
+            matrices[name] = np.stack(columns, axis=1)
+    return matrices
 
 
 def resolve_features(features, model_inputs=None):

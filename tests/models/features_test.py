@@ -94,3 +94,110 @@ def test_preprocessed_weights_load_into_raw_model():
     expected = pre_model.predict_on_batch(preprocess_features(FEATURES, RAW))["click"]
     actual = raw_model.predict_on_batch(RAW)["click"]
     np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-6)
+
+
+PACKABLE = (
+    FeatureSpec("age", "numeric", mean=40.0, variance=100.0),
+    FeatureSpec("job", "categorical", vocabulary=("clerk", "nurse", "pilot")),
+    FeatureSpec("hours", "numeric", mean=38.0, variance=16.0),
+    FeatureSpec("region", "integer_categorical", vocabulary=(1, 2, 3, 7)),
+)
+PACKABLE_RAW = dict(RAW, hours=np.array([40.0, 20.0, 50.0, 38.0], np.float32))
+
+
+def test_preprocess_features_packed_layout():
+    packed = preprocess_features(PACKABLE, PACKABLE_RAW, packed=True)
+    columns = preprocess_features(PACKABLE, PACKABLE_RAW)
+
+    assert sorted(packed) == ["categorical_ids", "numeric_features"]
+    np.testing.assert_array_equal(packed["numeric_features"], np.stack([columns["age"], columns["hours"]], 1))
+    np.testing.assert_array_equal(packed["categorical_ids"], [[2, 4], [3, 1], [0, 0], [1, 3]])
+    assert packed["numeric_features"].dtype == np.float32
+    assert packed["categorical_ids"].dtype == np.int32
+
+
+def test_packed_encoding_matches_per_feature_embeddings():
+    per_feature_model = keras.Model(*build_feature_inputs(PACKABLE, preprocessed=True))
+    inputs, encoded = build_feature_inputs(PACKABLE, preprocessed=True, packed=True)
+    packed_model = keras.Model(inputs, encoded)
+    assert sorted(inputs) == ["categorical_ids", "numeric_features"]
+
+    # Copy the per-feature tables into the packed table, feature after feature.
+    job_table = per_feature_model.get_layer("job_embedding").get_weights()[0]
+    region_table = per_feature_model.get_layer("region_embedding").get_weights()[0]
+    packed_model.get_layer("categorical_embedding").set_weights([np.concatenate([job_table, region_table])])
+
+    expected = per_feature_model.predict_on_batch(preprocess_features(PACKABLE, PACKABLE_RAW))
+    actual = packed_model.predict_on_batch(preprocess_features(PACKABLE, PACKABLE_RAW, packed=True))
+    # Packed order: the numeric features (age, hours), then the embeddings (job, region).
+    reordered = np.concatenate([expected[:, [0]], expected[:, [5]], expected[:, 1:5], expected[:, 6:]], axis=1)
+    np.testing.assert_allclose(actual, reordered, rtol=1e-6, atol=1e-7)
+
+
+def test_packed_preprocessed_mmoe_matches_packed_raw_mmoe_and_hands_over_weights():
+    tasks = [TaskSpec("click", kind="binary"), TaskSpec("spend", kind="regression")]
+    keras.utils.set_random_seed(5)
+    raw_inputs, raw_encoded = build_feature_inputs(PACKABLE, packed=True)
+    raw_model = mmoe(tasks, raw_encoded, num_experts=3, expert_units=4, model_inputs=raw_inputs)
+    keras.utils.set_random_seed(5)
+    inputs, encoded = build_feature_inputs(PACKABLE, preprocessed=True, packed=True)
+    pre_model = mmoe(tasks, encoded, num_experts=3, expert_units=4, model_inputs=inputs)
+
+    assert sorted(raw_inputs) == ["age", "hours", "job", "region"]
+    packed_values = preprocess_features(PACKABLE, PACKABLE_RAW, packed=True)
+    for task in ("click", "spend"):
+        np.testing.assert_allclose(
+            pre_model.predict_on_batch(packed_values)[task],
+            raw_model.predict_on_batch(PACKABLE_RAW)[task],
+            rtol=1e-5,
+            atol=1e-6,
+        )
+
+    # Weights trained on packed preprocessed inputs serve raw inputs.
+    pre_model.set_weights([weight + 0.05 for weight in pre_model.get_weights()])
+    raw_model.set_weights(pre_model.get_weights())
+    np.testing.assert_allclose(
+        raw_model.predict_on_batch(PACKABLE_RAW)["click"],
+        pre_model.predict_on_batch(packed_values)["click"],
+        rtol=1e-5,
+        atol=1e-6,
+    )
+
+
+def test_packed_needs_one_embedding_dim():
+    with pytest.raises(ValueError, match=r"same `embedding_dim`. Received: \{'job': 3, 'region': 4\}"):
+        build_feature_inputs(FEATURES, packed=True)
+    with pytest.raises(ValueError, match="same `embedding_dim`"):
+        preprocess_features(FEATURES, RAW, packed=True)
+    with pytest.raises(ValueError, match="`packed` must be True or False. Received: packed=1"):
+        build_feature_inputs(PACKABLE, packed=1)
+
+
+def test_packed_with_only_numeric_or_only_categorical_features():
+    numeric_only = PACKABLE[::2]
+    inputs, encoded = build_feature_inputs(numeric_only, preprocessed=True, packed=True)
+    assert list(inputs) == ["numeric_features"] and tuple(encoded.shape) == (None, 2)
+    assert list(preprocess_features(numeric_only, PACKABLE_RAW, packed=True)) == ["numeric_features"]
+
+    categorical_only = PACKABLE[1::2]
+    inputs, encoded = build_feature_inputs(categorical_only, packed=True)
+    assert sorted(inputs) == ["job", "region"] and tuple(encoded.shape) == (None, 8)
+
+
+def test_packed_raw_model_exports_and_serves_raw_features(tmp_path):
+    import tensorflow as tf
+
+    import mtl_layers as mtl
+
+    tasks = [TaskSpec("click", kind="binary")]
+    inputs, encoded = build_feature_inputs(PACKABLE, packed=True)
+    model = mmoe(tasks, encoded, num_experts=2, expert_units=3, model_inputs=inputs)
+    expected = model.predict_on_batch(PACKABLE_RAW)["click"]
+
+    path = mtl.export.export_saved_model(model, tmp_path / "packed")
+    serving = tf.saved_model.load(str(path)).signatures["serving_default"]
+    raw = {name: tf.constant(values) for name, values in PACKABLE_RAW.items()}
+    raw["job"] = tf.constant(PACKABLE_RAW["job"].astype(str))
+    actual = serving(**raw)["click"].numpy()
+
+    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-6)
