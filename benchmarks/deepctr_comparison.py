@@ -62,6 +62,10 @@ flags.DEFINE_integer("steps_per_execution", 64, "Training steps per call into Te
 flags.DEFINE_integer(
     "jit_steps_per_execution", 16, "Training steps per call into TensorFlow (this library, with XLA)."
 )
+flags.DEFINE_float(
+    "embedding_init_stddev", 1e-4, "Embeddings of this library start N(0, stddev^2), DeepCTR's default init_std."
+)
+flags.DEFINE_float("embedding_l2", 1e-5, "L2 penalty on this library's embeddings, DeepCTR's default l2_reg_embedding.")
 flags.DEFINE_bool(
     "packed", True, "Embed this library's categorical features from one table (`build_feature_inputs(packed=True)`)."
 )
@@ -374,12 +378,15 @@ def build_ours(model_name, data, preprocessed: bool):
     from mtl_layers.compat import keras
 
     jit_compile = FLAGS.jit_compile and preprocessed
-    if preprocessed:
-        model_inputs, features = mtl.models.build_feature_inputs(
-            data.feature_specs, preprocessed=True, packed=FLAGS.packed
-        )
-    else:
-        model_inputs, features = mtl.models.build_feature_inputs(data.feature_specs, packed=FLAGS.packed)
+    # The same embedding handling as DeepCTR's defaults (see the flags).
+    embeddings = dict(
+        packed=FLAGS.packed,
+        embeddings_initializer=keras.initializers.RandomNormal(stddev=FLAGS.embedding_init_stddev),
+        embeddings_regularizer=keras.regularizers.L2(FLAGS.embedding_l2) if FLAGS.embedding_l2 else None,
+    )
+    model_inputs, features = mtl.models.build_feature_inputs(
+        data.feature_specs, preprocessed=preprocessed, **embeddings
+    )
     if model_name == "mmoe":
         model = mtl.models.mmoe(
             data.tasks, features, num_experts=FLAGS.num_experts, expert_units=FLAGS.expert_units,
@@ -575,6 +582,8 @@ def markdown_report(table, data, models, command, seconds, results) -> str:
             if FLAGS.packed
             else "Both of ours embed each feature from its own table. "
         )
+        + f"Our embeddings start N(0, {FLAGS.embedding_init_stddev:g}²) with an L2 penalty of {FLAGS.embedding_l2:g}, "
+        "DeepCTR's defaults (`init_std`, `l2_reg_embedding`). "
         + (
             f"The preprocessed model is compiled with XLA, `steps_per_execution={FLAGS.jit_steps_per_execution}`, "
             "and reads full batches of repeated shuffled data, so the step is compiled once; the raw-feature "

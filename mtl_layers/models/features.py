@@ -124,7 +124,11 @@ def _packed_embedding_dim(features) -> Optional[int]:
 
 
 def build_feature_inputs(
-    features: Sequence[FeatureSpec], preprocessed: bool = False, packed: bool = False
+    features: Sequence[FeatureSpec],
+    preprocessed: bool = False,
+    packed: bool = False,
+    embeddings_initializer="uniform",
+    embeddings_regularizer=None,
 ) -> Tuple[Dict[str, "keras.KerasTensor"], "keras.KerasTensor"]:
     """Create the model inputs of the features and encode them into one tensor.
 
@@ -150,6 +154,12 @@ def build_feature_inputs(
             `(batch_size, num_categorical)`, as `preprocess_features(..., packed=True)`
             returns them. The packed layout runs fewer ops per step, which speeds up
             training of small models.
+        embeddings_initializer: Initializer of every embedding table, as
+            `keras.layers.Embedding` takes it. Each table gets its own copy, and a seeded
+            initializer's seed is offset by the table's position, so no two tables start
+            equal.
+        embeddings_regularizer: Regularizer of every embedding table, for example
+            `keras.regularizers.L2(1e-5)`.
 
     Returns:
         `(inputs, encoded)`: a dict of `keras.Input`s keyed by input name, and the
@@ -159,8 +169,9 @@ def build_feature_inputs(
     features = _check_feature_specs(features)
     preprocessed = _check_flag("preprocessed", preprocessed)
     packed = _check_flag("packed", packed)
+    tables = _EmbeddingTables(embeddings_initializer, embeddings_regularizer)
     if packed:
-        return _build_packed_inputs(features, preprocessed)
+        return _build_packed_inputs(features, preprocessed, tables)
 
     inputs = {}
     encodings = []
@@ -177,6 +188,7 @@ def build_feature_inputs(
             input_dim=len(spec.vocabulary) + 1,
             output_dim=spec.embedding_dim,
             name=f"{spec.name}_embedding",
+            **tables.next_arguments(),
         )
         embedded = embedding(column)
         encodings.append(
@@ -212,7 +224,28 @@ def _lookup(spec: FeatureSpec, column):
     return lookup(column)
 
 
-def _build_packed_inputs(features, preprocessed: bool):
+class _EmbeddingTables:
+    """Hand out the initializer and regularizer arguments of each new embedding table."""
+
+    def __init__(self, initializer, regularizer):
+        self._initializer = keras.initializers.get(initializer)
+        self._regularizer = keras.regularizers.get(regularizer)
+        self._count = 0
+
+    def next_arguments(self) -> dict:
+        # A fresh initializer per table: tf_keras returns the same values from repeated
+        # calls of one unseeded initializer object, and one seed gives equal tables.
+        config = self._initializer.get_config()
+        if isinstance(config.get("seed"), int):
+            config["seed"] += self._count
+        self._count += 1
+        return {
+            "embeddings_initializer": self._initializer.__class__.from_config(config),
+            "embeddings_regularizer": self._regularizer,
+        }
+
+
+def _build_packed_inputs(features, preprocessed: bool, tables: _EmbeddingTables):
     """Build the `packed=True` layout of `build_feature_inputs`."""
     numeric = [spec for spec in features if spec.kind == "numeric"]
     categorical = [spec for spec in features if spec.kind != "numeric"]
@@ -228,6 +261,7 @@ def _build_packed_inputs(features, preprocessed: bool):
             vocabulary_sizes=[len(spec.vocabulary) + 1 for spec in categorical],
             output_dim=embedding_dim,
             name="categorical_embedding",
+            **tables.next_arguments(),
         )
         blocks.append(embedding(ids))
     return inputs, _concatenate(blocks, name="encoded_features")

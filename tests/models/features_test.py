@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from mtl_layers.compat import keras
+from mtl_layers.compat import keras, ops
 from mtl_layers.models import FeatureSpec, build_feature_inputs, mmoe, preprocess_features
 from mtl_layers.tasks import TaskSpec
 
@@ -201,3 +201,25 @@ def test_packed_raw_model_exports_and_serves_raw_features(tmp_path):
     actual = serving(**raw)["click"].numpy()
 
     np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_embedding_initializer_and_regularizer_reach_every_table(packed):
+    inputs, encoded = build_feature_inputs(
+        PACKABLE,
+        packed=packed,
+        embeddings_initializer=keras.initializers.RandomNormal(stddev=1e-4, seed=7),
+        embeddings_regularizer=keras.regularizers.L2(1e-5),
+    )
+    model = keras.Model(inputs, encoded)
+
+    names = ["categorical_embedding"] if packed else ["job_embedding", "region_embedding"]
+    tables = [model.get_layer(name).weights[0] for name in names]
+    for table in tables:
+        values = ops.convert_to_numpy(table)
+        assert 0 < values.std() < 3e-4
+    if not packed:
+        # Seeded tables get different seeds, so they do not start equal.
+        first, second = (ops.convert_to_numpy(table) for table in tables)
+        assert not np.allclose(first[:4, :4], second[:4, :4])
+    assert len(model.losses) == len(tables)
