@@ -339,33 +339,20 @@ def encode_for_deepctr(data, mode: str, path: pathlib.Path):
 
 
 def training_dataset(split, batch_size: int, seed: int, fixed_batch_shape: bool = False):
-    """Return a shuffled, batched dataset that gathers each batch from in-memory tensors.
+    """Return shuffled batches of `split`, gathered from in-memory tensors.
 
-    Shuffling indices and gathering whole batches costs one op per batch instead of one
-    per example, which keeps the input pipeline off the training step's critical path.
+    `in_memory_batches` shuffles with one op per epoch and gathers with one op per batch
+    and column, which keeps the input pipeline off the training step's critical path.
 
-    With `fixed_batch_shape` the shuffled examples repeat without end and every batch is
+    With `fixed_batch_shape` the shuffled epochs repeat without end and every batch is
     full, so an XLA-compiled step is compiled once instead of again for the smaller last
     batch. Batches then run across epoch boundaries; `fit` needs `steps_per_epoch`.
     """
-    import tensorflow as tf
+    from mtl_layers.datasets.batching import in_memory_batches
 
-    features = {name: tf.constant(values) for name, values in split.features.items()}
-    labels = {name: tf.constant(values) for name, values in split.labels.items()}
-    count = len(split)
-
-    def gather(indices):
-        return (
-            {name: tf.gather(values, indices) for name, values in features.items()},
-            {name: tf.gather(values, indices) for name, values in labels.items()},
-        )
-
-    indices = tf.data.Dataset.range(count).shuffle(count, seed=seed, reshuffle_each_iteration=True)
-    if fixed_batch_shape:
-        indices = indices.repeat().batch(batch_size, drop_remainder=True)
-    else:
-        indices = indices.batch(batch_size)
-    return indices.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    return in_memory_batches(
+        split.features, split.labels, batch_size=batch_size, shuffle=True, seed=seed, repeat=fixed_batch_shape
+    )
 
 
 def build_ours(model_name, data, preprocessed: bool):

@@ -1,0 +1,77 @@
+"""Tests of in_memory_batches: epochs, shuffling, repetition, validation."""
+
+import numpy as np
+import pytest
+
+from mtl_layers.datasets.batching import in_memory_batches
+
+FEATURES = {"x": np.arange(10, dtype="float32"), "word": np.array([f"w{i}" for i in range(10)])}
+LABELS = {"y": np.arange(10, dtype="int64") * 10}
+
+
+def _label_batches(dataset):
+    return [labels["y"].numpy().tolist() for _, labels in dataset]
+
+
+def test_one_epoch_in_order_with_a_smaller_last_batch():
+    batches = list(in_memory_batches(FEATURES, LABELS, batch_size=4))
+
+    assert [len(features["x"]) for features, _ in batches] == [4, 4, 2]
+    assert np.concatenate([labels["y"] for _, labels in batches]).tolist() == LABELS["y"].tolist()
+    # Features and labels of a row stay together.
+    for features, labels in batches:
+        np.testing.assert_array_equal(features["x"].numpy() * 10, labels["y"].numpy())
+        assert [word.decode() for word in features["word"].numpy()] == [f"w{int(x)}" for x in features["x"].numpy()]
+
+
+def test_shuffled_epoch_is_a_permutation_and_reshuffles_on_each_iteration():
+    dataset = in_memory_batches(FEATURES, LABELS, batch_size=4, shuffle=True, seed=3)
+
+    first, second = _label_batches(dataset), _label_batches(dataset)
+
+    assert sorted(sum(first, [])) == LABELS["y"].tolist()
+    assert sorted(sum(second, [])) == LABELS["y"].tolist()
+    assert first != second
+
+
+def test_same_seed_gives_same_batches():
+    first = _label_batches(in_memory_batches(FEATURES, LABELS, batch_size=3, shuffle=True, seed=5))
+    second = _label_batches(in_memory_batches(FEATURES, LABELS, batch_size=3, shuffle=True, seed=5))
+    other = _label_batches(in_memory_batches(FEATURES, LABELS, batch_size=3, shuffle=True, seed=6))
+
+    assert first == second
+    assert first != other
+
+
+def test_repeat_gives_full_batches_and_each_example_once_per_epoch():
+    dataset = in_memory_batches(FEATURES, batch_size=4, shuffle=True, seed=1, repeat=True)
+
+    rows = np.concatenate([features["x"].numpy() for features in dataset.take(10)]).astype(int)
+
+    assert rows.shape == (40,)
+    for epoch in range(4):
+        assert sorted(rows[10 * epoch : 10 * (epoch + 1)].tolist()) == list(range(10))
+    assert rows[:10].tolist() != rows[10:20].tolist()
+
+
+def test_repeat_without_shuffle_wraps_in_order():
+    dataset = in_memory_batches(FEATURES, LABELS, batch_size=4, repeat=True)
+
+    assert _label_batches(dataset.take(3)) == [[0, 10, 20, 30], [40, 50, 60, 70], [80, 90, 0, 10]]
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"features": FEATURES, "batch_size": 0}, r"`batch_size` must be an integer >= 1. Received: batch_size=0"),
+        ({"features": {}, "batch_size": 2}, r"`features` must contain at least one column"),
+        (
+            {"features": FEATURES, "labels": {"y": np.zeros(3)}, "batch_size": 2},
+            r"same number of examples. Received lengths: .*labels\['y'\]\": 3",
+        ),
+        ({"features": {"x": np.zeros(0)}, "batch_size": 2}, "contain no examples"),
+    ],
+)
+def test_invalid_arguments_are_rejected(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        in_memory_batches(**kwargs)
