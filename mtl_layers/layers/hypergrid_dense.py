@@ -320,9 +320,14 @@ class HyperGridDense(keras.layers.Layer):
     def _uses_row_blocks(self):
         """Return whether `_call_local` sums gated row blocks rather than column blocks.
 
-        The layer picks the form with less elementwise work per position, grid_rows x units
-        or grid_cols x features, and on a tie the one with fewer loop steps.
+        A grid with one column of blocks takes the column form, a single full-width
+        product of the gated inputs. On CPU that measured faster than several narrow
+        row-block products, even with more elementwise work. Otherwise the layer picks
+        the form with less elementwise work per position, grid_rows x units or
+        grid_cols x features, and on a tie the one with fewer loop steps.
         """
+        if self.grid_cols == 1:
+            return False
         row_form_cost = (self.grid_rows * self.units, self.grid_rows)
         column_form_cost = (self.grid_cols * self.kernel.shape[0], self.grid_cols)
         return row_form_cost < column_form_cost

@@ -54,6 +54,17 @@ def test_block_shapes_cover_both_forms(block_shape, uses_row_blocks):
     assert layer._uses_row_blocks() == uses_row_blocks
 
 
+def test_one_block_column_takes_the_column_form():
+    # The row form has less elementwise work here (3 x 2 < 1 x 12 per position), but one
+    # block column makes the column form a single full-width product.
+    layer = mtl.HyperGridDense(units=2, block_shape=(4, 2))
+    inputs, conditioning = _random((4, 12), 0), _random((4, 5), 1)
+    outputs = ops.convert_to_numpy(layer(inputs, conditioning))
+
+    assert not layer._uses_row_blocks()
+    np.testing.assert_allclose(outputs, _naive_outputs(layer, inputs, conditioning), rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("input_shape", [(4, 12), (4, 3, 12), (4, 2, 3, 12)])
 @pytest.mark.parametrize("block_shape", BLOCK_SHAPES)
