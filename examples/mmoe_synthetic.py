@@ -302,6 +302,65 @@ def paired_wins(results, correlations, models) -> list:
     return lines
 
 
+def paired_analysis(results, correlations, models) -> list:
+    """Return Markdown bullets that compare the models seed by seed on the same data.
+
+    One seed draws the task weights, alpha and beta once for all correlations and
+    models, so per-seed differences remove the spread of the data draw. Standard errors
+    are over seeds.
+    """
+    import numpy as np
+
+    loss = {(r["model"], r["correlation"], r["seed"]): r["test_loss"] for r in results}
+    ordered = sorted(correlations)
+    seeds = sorted({s for (m, c, s) in loss if all((n, x, s) in loss for n in models for x in ordered)})
+    if len(seeds) < 2 or len(ordered) < 2:
+        return []
+
+    def mean_and_error(values):
+        values = np.asarray(values)
+        return values.mean(), values.std(ddof=1) / np.sqrt(len(values))
+
+    losses = np.array([[[loss[(m, c, s)] for s in seeds] for c in ordered] for m in models])
+    lines = [
+        f"* Spread: the standard deviation over seeds averages {losses.std(axis=2, ddof=1).mean():.4f}, "
+        f"the one between models on the same seed {losses.std(axis=0, ddof=1).mean():.4f}. "
+        "The data draw, not the model, sets most of a run's loss."
+    ]
+
+    # Change from the highest to the lowest correlation, per seed: loss(low) - loss(high).
+    low, high = ordered[0], ordered[-1]
+    changes = {m: mean_and_error([loss[(m, low, s)] - loss[(m, high, s)] for s in seeds]) for m in models}
+    lines.append(
+        f"* Change of loss from correlation {high} to {low} on the same data (mean ± standard error): "
+        + ", ".join(f"{MODEL_LABELS[m]} {mean:+.4f} ± {error:.4f}" for m, (mean, error) in changes.items())
+        + "."
+    )
+
+    if "shared_bottom" in models:
+        for name in (n for n in models if n != "shared_bottom"):
+            # log(loss_model / loss_shared_bottom) per seed: negative means the model is better.
+            ratios = [
+                mean_and_error([np.log(loss[(name, c, s)] / loss[("shared_bottom", c, s)]) for s in seeds])
+                for c in ordered
+            ]
+            lines.append(
+                f"* {MODEL_LABELS[name]} loss relative to Shared-Bottom on the same data, "
+                "exp(mean log ratio) with the standard error of the log: "
+                + ", ".join(f"{c}: {np.exp(mean):.2f} (± {error:.2f})" for c, (mean, error) in zip(ordered, ratios))
+                + "."
+            )
+
+    curves = [r["test_curve"] for r in results if len(r.get("test_curve") or []) > 5]
+    if curves:
+        improving = sum(curve[-1] < curve[-6] for curve in curves)
+        lines.append(
+            f"* Training budget: {improving} of {len(curves)} runs had a lower test loss after the last epoch "
+            "than 5 epochs earlier. Those runs were still improving when training stopped."
+        )
+    return lines
+
+
 def markdown_report(results, table, correlations, models, params, paths, command, seconds) -> str:
     """Return the Markdown section of docs/reproductions.md."""
     from benchmarks.report import machine_description
@@ -333,6 +392,8 @@ def markdown_report(results, table, correlations, models, params, paths, command
     lines += ["", "Checks of the paper's findings on these runs (computed from the means above):", ""]
     lines += paper_checks(table, correlations, models)
     lines += paired_wins(results, correlations, models)
+    lines += ["", "The same runs compared seed by seed:", ""]
+    lines += paired_analysis(results, correlations, models)
     lines.append("")
     for kind, title in (
         ("loss_vs_correlation", "Test loss vs correlation"),
