@@ -35,9 +35,12 @@ def in_memory_batches(
         repeat: Visit epoch after epoch without end, and give only full batches. The
             last batch of an epoch is completed with the first examples of the next
             epoch. So every batch has the same shape, and an XLA-compiled step is
-            compiled once. Each example is still seen once per epoch. `model.fit` then
-            needs `steps_per_epoch`. Without `repeat`, the dataset is one epoch and its
-            last batch may be smaller. Iterating it again reshuffles.
+            compiled once. Each example is still seen once per epoch. A batch larger
+            than the data contains some examples more than once. Pass
+            `steps_per_epoch=ceil(num_examples / batch_size)` and `shuffle=False` to
+            `model.fit`: without `steps_per_epoch` the first epoch never ends. Without
+            `repeat`, the dataset is one epoch and its last batch may be smaller.
+            Iterating it again reshuffles.
 
     Returns:
         The batched `tf.data.Dataset`, prefetching.

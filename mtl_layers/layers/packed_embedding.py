@@ -12,11 +12,16 @@ class PackedEmbedding(keras.layers.Layer):
 
     Each feature keeps its own rows: feature `f` owns `vocabulary_sizes[f]` rows of
     the table, starting after the rows of the features before it. The layer adds each
-    feature's row offset to its ids and gathers all rows in one lookup. The result
-    equals one `keras.layers.Embedding` per feature followed by a concatenation, but a
-    training step runs one gather and updates one variable instead of one per feature,
-    which matters when the model is small and the step is short (census-style tabular
-    models, where per-feature ops dominate the step time).
+    feature's row offset to its ids and gathers all rows in one lookup. For valid ids
+    the result equals one `keras.layers.Embedding` per feature followed by a
+    concatenation, but a training step runs one gather and updates one variable instead
+    of one per feature. That matters when the model is small and the step is short
+    (census-style tabular models, where per-feature ops dominate the step time).
+
+    An id outside `0 .. vocabulary_sizes[f] - 1` gives a vector of zeros, so it never
+    reads a row of another feature. Ids from `preprocess_features` or from Keras lookup
+    layers with one out-of-vocabulary index are always valid: they use 0 for unknown
+    values, so `vocabulary_sizes[f]` is the vocabulary size plus one.
 
     Args:
         vocabulary_sizes: The number of ids of each feature, a non-empty sequence of
@@ -28,7 +33,7 @@ class PackedEmbedding(keras.layers.Layer):
 
     Input shape:
         Integer ids of shape `(batch_size, num_features)`, one column per feature in
-        the order of `vocabulary_sizes`.
+        the order of `vocabulary_sizes`. Float ids are truncated to integers.
 
     Output shape:
         `(batch_size, num_features * output_dim)`: feature `f`'s vector fills columns
@@ -90,13 +95,20 @@ class PackedEmbedding(keras.layers.Layer):
         super().build(input_shape)
 
     def call(self, ids):
+        ids = ops.cast(ids, "int32")
+
+        # An id outside [0, vocabulary_sizes[f]) reads row 0 and is zeroed below, so it
+        # cannot reach a row of a neighbouring feature.
+        valid = ops.logical_and(
+            ops.greater_equal(ids, 0),
+            ops.less(ids, ops.convert_to_tensor(self.vocabulary_sizes, dtype="int32")),
+        )
+
         # Row of feature f's id in the shared table: offset_f + id.
-        # NOTE: an id outside [0, vocabulary_sizes[f]) reads a row of a neighbouring
-        # feature instead of failing; lookup layers and `preprocess_features` never
-        # produce one.
-        rows = ops.cast(ids, "int32") + ops.convert_to_tensor(self._offsets, dtype="int32")
+        rows = ops.where(valid, ids + ops.convert_to_tensor(self._offsets, dtype="int32"), 0)
 
         vectors = ops.take(self.embeddings, rows, axis=0)  # (batch, features, output_dim)
+        vectors = vectors * ops.expand_dims(ops.cast(valid, vectors.dtype), -1)
         return ops.reshape(vectors, (-1, len(self.vocabulary_sizes) * self.output_dim))
 
     def compute_output_shape(self, input_shape):

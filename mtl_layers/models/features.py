@@ -302,7 +302,8 @@ def preprocess_features(
             of one column per feature.
 
     Returns:
-        A dict keyed by feature name. Numeric features become float32
+        A dict of NumPy arrays. Without `packed`, it is keyed by feature name, and
+        numeric features become float32
         `(x - mean) / max(sqrt(variance), 1e-7)`, as `keras.layers.Normalization`
         computes. Categorical features become int32 indices: `1 + position` in the
         vocabulary, and 0 for a value not in it, as a lookup layer with one
@@ -335,7 +336,7 @@ def preprocess_features(
             if bad.size:
                 raise ValueError(
                     f"The numeric feature {spec.name!r} contains {bad.size} NaN or infinite values, "
-                    f"the first at row {bad[0]} ({column.reshape(-1)[bad[0]]!r}). Replace them (for "
+                    f"the first at row {bad[0]} ({float(column.reshape(-1)[bad[0]])}). Replace them (for "
                     "example with the training mean) before preprocessing."
                 )
             scale = max(math.sqrt(spec.variance), 1e-7)

@@ -78,3 +78,22 @@ def test_packed_embedding_serialization_round_trip():
     assert restored.vocabulary_sizes == SIZES
     np.testing.assert_array_equal(ops.convert_to_numpy(restored(ids)), expected)
     assert layer.compute_output_shape((None, 3)) == (None, 9)
+
+
+def test_packed_embedding_gives_zeros_for_out_of_range_ids():
+    layer = mtl.PackedEmbedding([3, 5], output_dim=2)
+    ids = np.array([[3, 0], [-1, 4], [0, 5], [2, -9]], np.int32)
+
+    outputs = ops.convert_to_numpy(layer(ids)).reshape(4, 2, 2)
+
+    table = ops.convert_to_numpy(layer.embeddings)
+    # Invalid ids give zeros instead of a row of the other feature.
+    np.testing.assert_array_equal(outputs[0, 0], [0.0, 0.0])
+    np.testing.assert_array_equal(outputs[1, 0], [0.0, 0.0])
+    np.testing.assert_array_equal(outputs[2, 1], [0.0, 0.0])
+    np.testing.assert_array_equal(outputs[3, 1], [0.0, 0.0])
+    # Valid ids in the same rows are unaffected.
+    np.testing.assert_array_equal(outputs[0, 1], table[3 + 0])
+    np.testing.assert_array_equal(outputs[1, 1], table[3 + 4])
+    np.testing.assert_array_equal(outputs[2, 0], table[0])
+    np.testing.assert_array_equal(outputs[3, 0], table[2])
