@@ -60,7 +60,7 @@ flags.DEFINE_integer("bottom_units", 128, "Units of the Shared-Bottom layer.")
 flags.DEFINE_integer("embedding_dim", 4, "Embedding size of the categorical features.")
 flags.DEFINE_integer("steps_per_execution", 64, "Training steps per call into TensorFlow (this library, without XLA).")
 flags.DEFINE_integer(
-    "jit_steps_per_execution", 16, "Training steps per call into TensorFlow (this library, with XLA)."
+    "jit_steps_per_execution", 64, "Training steps per call into TensorFlow (this library, with XLA)."
 )
 flags.DEFINE_float(
     "embedding_init_stddev", 1e-4, "Embeddings of this library start N(0, stddev^2), DeepCTR's default init_std."
