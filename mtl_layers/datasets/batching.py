@@ -4,8 +4,8 @@
 through the shuffle buffer and the batcher one at a time. For a small model, whose
 training step takes about a millisecond, that per-example work competes with the step
 for the CPU. `in_memory_batches` shuffles whole epochs of row indices with one op per
-epoch, cuts them into batches, and gathers each batch from the columns with one op per
-column.
+epoch, gathers each epoch's examples with one op per column, and slices the epochs into
+batches.
 """
 
 import numbers
@@ -102,17 +102,17 @@ def in_memory_batches(
         if repeat:
             epochs = epochs.repeat()
 
-    # `rebatch` slices the epochs into batches, joining the end of one epoch to the start
-    # of the next when repeating, without visiting examples one by one.
-    indices = epochs.rebatch(batch_size, drop_remainder=repeat)
-
-    def gather(batch_indices):
+    def gather_epoch(epoch_indices):
+        # One gather per column and epoch puts the epoch's examples in visiting order.
         gathered = {
-            group: {name: tf.gather(values, batch_indices) for name, values in group_tensors.items()}
+            group: {name: tf.gather(values, epoch_indices) for name, values in group_tensors.items()}
             for group, group_tensors in tensors.items()
         }
         if labels is None:
             return gathered["features"]
         return gathered["features"], gathered["labels"]
 
-    return indices.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    # `rebatch` slices the epochs into batches, joining the end of one epoch to the start
+    # of the next when repeating, without visiting examples one by one.
+    batches = epochs.map(gather_epoch).rebatch(batch_size, drop_remainder=repeat)
+    return batches.prefetch(tf.data.AUTOTUNE)
