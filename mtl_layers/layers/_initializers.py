@@ -45,3 +45,16 @@ def stacked_initializer(initializer, num_experts: int, axis: int = 0):
 def get_initializer(identifier):
     """Return a Keras initializer object of the active Keras from a name, dict or object."""
     return keras.initializers.get(identifier)
+
+
+def copy_initializer(initializer, seed_offset: int = 0):
+    """Return a new copy of `initializer`, with `seed_offset` added to its seed when seeded.
+
+    Repeated calls of one initializer object can return the same values (see
+    `stacked_initializer`), so every weight that must start different needs its own
+    copy, and seeded copies need different seeds.
+    """
+    config = initializer.get_config()
+    if isinstance(config.get("seed"), int):
+        config["seed"] += seed_offset
+    return initializer.__class__.from_config(config)

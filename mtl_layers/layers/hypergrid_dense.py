@@ -5,8 +5,14 @@ from typing import Sequence
 
 from mtl_layers.compat import keras, ops, register_serializable
 from mtl_layers.layers import _validation
+from mtl_layers.layers._initializers import copy_initializer
 
 MODES = ("LG", "GL", "LL", "GG")
+
+
+def _seed_offset(name: str) -> int:
+    """Return the seed offset of a row or column weight, so the two never start equal."""
+    return 1 if name.endswith("cols") else 0
 
 
 def _check_block_shape(block_shape) -> tuple:
@@ -23,18 +29,6 @@ def _check_block_shape(block_shape) -> tuple:
             f"Received: block_shape={block_shape!r}"
         )
     return int(block_shape[0]), int(block_shape[1])
-
-
-def _fresh_initializer(initializer, name):
-    """Return a new copy of `initializer`, with its seed offset per weight when seeded.
-
-    Keras 3 and tf_keras return the same values from repeated calls of one initializer
-    object, so the row and column vectors would otherwise start equal.
-    """
-    config = initializer.get_config()
-    if isinstance(config.get("seed"), int):
-        config["seed"] += 1 if name.endswith("cols") else 0
-    return initializer.__class__.from_config(config)
 
 
 @register_serializable
@@ -221,15 +215,14 @@ class HyperGridDense(keras.layers.Layer):
     def _local_projection(self, size, name):
         return keras.layers.Dense(
             size,
-            kernel_initializer=_fresh_initializer(self.local_initializer, name),
+            kernel_initializer=copy_initializer(self.local_initializer, _seed_offset(name)),
             dtype=self.dtype_policy,
             name=name,
         )
 
     def _global_vector(self, size, name):
-        return self.add_weight(
-            name=name, shape=(size,), initializer=_fresh_initializer(self.global_initializer, name)
-        )
+        initializer = copy_initializer(self.global_initializer, _seed_offset(name))
+        return self.add_weight(name=name, shape=(size,), initializer=initializer)
 
     def _check_conditioning_shape(self, inputs_shape, conditioning_shape):
         if len(conditioning_shape) != 2 or conditioning_shape[-1] is None:

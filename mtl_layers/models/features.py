@@ -18,6 +18,7 @@ from typing import Dict, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from mtl_layers.compat import is_keras_tensor, keras
+from mtl_layers.layers._initializers import copy_initializer
 from mtl_layers.layers.packed_embedding import PackedEmbedding
 
 FEATURE_KINDS = ("numeric", "categorical", "integer_categorical")
@@ -195,9 +196,7 @@ def build_feature_inputs(
             keras.layers.Reshape((spec.embedding_dim,), name=f"{spec.name}_flat")(embedded)
         )
 
-    if len(encodings) == 1:
-        return inputs, encodings[0]
-    return inputs, keras.layers.Concatenate(name="encoded_features")(encodings)
+    return inputs, _concatenate(encodings, name="encoded_features")
 
 
 def _raw_input(spec: FeatureSpec, preprocessed: bool):
@@ -233,16 +232,10 @@ class _EmbeddingTables:
         self._count = 0
 
     def next_arguments(self) -> dict:
-        # A fresh initializer per table: tf_keras returns the same values from repeated
-        # calls of one unseeded initializer object, and one seed gives equal tables.
-        config = self._initializer.get_config()
-        if isinstance(config.get("seed"), int):
-            config["seed"] += self._count
+        # Each table gets its own initializer copy, seeded one apart, so no two tables start equal.
+        initializer = copy_initializer(self._initializer, seed_offset=self._count)
         self._count += 1
-        return {
-            "embeddings_initializer": self._initializer.__class__.from_config(config),
-            "embeddings_regularizer": self._regularizer,
-        }
+        return {"embeddings_initializer": initializer, "embeddings_regularizer": self._regularizer}
 
 
 def _build_packed_inputs(features, preprocessed: bool, tables: _EmbeddingTables):
