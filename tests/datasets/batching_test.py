@@ -13,7 +13,7 @@ def _label_batches(dataset):
     return [labels["y"].numpy().tolist() for _, labels in dataset]
 
 
-def test_one_epoch_in_order_with_a_smaller_last_batch():
+def test_unshuffled_epoch_in_order():
     batches = list(in_memory_batches(FEATURES, LABELS, batch_size=4))
 
     assert [len(features["x"]) for features, _ in batches] == [4, 4, 2]
@@ -24,7 +24,7 @@ def test_one_epoch_in_order_with_a_smaller_last_batch():
         assert [word.decode() for word in features["word"].numpy()] == [f"w{int(x)}" for x in features["x"].numpy()]
 
 
-def test_shuffled_epoch_is_a_permutation_and_reshuffles_on_each_iteration():
+def test_shuffle_reshuffles_each_iteration():
     dataset = in_memory_batches(FEATURES, LABELS, batch_size=4, shuffle=True, seed=3)
 
     first, second = _label_batches(dataset), _label_batches(dataset)
@@ -43,7 +43,7 @@ def test_same_seed_gives_same_batches():
     assert first != other
 
 
-def test_repeat_gives_full_batches_and_each_example_once_per_epoch():
+def test_repeat_gives_full_batches():
     dataset = in_memory_batches(FEATURES, batch_size=4, shuffle=True, seed=1, repeat=True)
 
     rows = np.concatenate([features["x"].numpy() for features in dataset.take(10)]).astype(int)

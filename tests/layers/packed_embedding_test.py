@@ -29,7 +29,7 @@ def test_packed_embedding_accepts_int64_ids():
     assert tuple(outputs.shape) == (1, 6)
 
 
-def test_packed_embedding_gradient_reaches_only_the_looked_up_rows(gradients):
+def test_packed_embedding_gradient_rows(gradients):
     layer = mtl.PackedEmbedding(SIZES, output_dim=2)
     ids = np.array([[1, 0, 1], [1, 2, 1]], np.int32)
     layer.build(ids.shape)
@@ -80,7 +80,7 @@ def test_packed_embedding_serialization_round_trip():
     assert layer.compute_output_shape((None, 3)) == (None, 9)
 
 
-def test_packed_embedding_gives_zeros_for_out_of_range_ids():
+def test_packed_embedding_invalid_ids_zero():
     layer = mtl.PackedEmbedding([3, 5], output_dim=2)
     ids = np.array([[3, 0], [-1, 4], [0, 5], [2, -9]], np.int32)
 
