@@ -1,16 +1,22 @@
 """Training-step speed of SequentialExpert against separate LSTM layers and one wide LSTM.
 
-Three ways to run K LSTM experts of U units over the same sequence, timed side by side
+Four ways to run K LSTM experts of U units over the same sequence, timed side by side
 in one process for each size:
 
-* `sequential_expert`: `mtl_layers.SequentialExpert(K, U)`, one loop for all experts.
+* `sequential_expert`: `mtl_layers.SequentialExpert(K, U)` as users get it; on the
+  TensorFlow backend it runs TensorFlow's fused LSTM kernel, one op per expert.
+* `sequential_expert_loop`: the same layer with `use_fused_kernel=False`, its keras.ops
+  loop that advances all experts together (the path of JAX, PyTorch and XLA).
 * `separate_lstms`: K `keras.layers.LSTM(U)` layers, the straightforward implementation.
 * `one_wide_lstm`: one `keras.layers.LSTM(K * U)`, a lower bound on the loop overhead
   (one loop), although its recurrent product couples all experts and costs K times more.
 
 A training step is the forward pass with a mask, the gradient of a squared-error loss and
 an SGD update, compiled with `tf.function`. The script reports the fastest step's process
-CPU time and wall time per variant and their ratios, and with `--write_docs` writes them to its section of `docs/benchmarks.md`:
+CPU time and wall time per variant and their ratios, and the arithmetic rate of the fused
+layer and of the separate layers: about 6·B·T·K·(F + U)·4U floating-point operations per
+step (a multiply-add is 2, and the backward pass costs about twice the forward). With
+`--write_docs` it writes them to its section of `docs/benchmarks.md`:
 
     python benchmarks/sequential_expert.py --write_docs
     python benchmarks/sequential_expert.py --quick   # a smoke run
@@ -44,8 +50,10 @@ SIZES = (
     (32, 50, 32, 4, 32),
     (32, 50, 32, 8, 32),
     (64, 100, 32, 8, 16),
+    (128, 50, 32, 4, 32),
     (256, 50, 32, 4, 32),
     (256, 50, 32, 8, 32),
+    (512, 50, 32, 4, 32),
 )
 QUICK_SIZES = ((16, 8, 4, 2, 4),)
 
@@ -53,6 +61,8 @@ QUICK_SIZES = ((16, 8, 4, 2, 4),)
 def _variant_layers(name, num_experts, units):
     if name == "sequential_expert":
         return [mtl.SequentialExpert(num_experts, units)]
+    if name == "sequential_expert_loop":
+        return [mtl.SequentialExpert(num_experts, units, use_fused_kernel=False)]
     if name == "separate_lstms":
         return [keras.layers.LSTM(units, return_sequences=True) for _ in range(num_experts)]
     return [keras.layers.LSTM(num_experts * units, return_sequences=True)]
@@ -96,7 +106,7 @@ def measure(size, steps, rounds):
     sequence = tf.constant(rng.normal(size=(batch, length, features)).astype("float32"))
     lengths = rng.integers(length // 2, length + 1, size=batch)
     mask = tf.constant(np.arange(length)[None, :] < lengths[:, None])
-    variants = ("sequential_expert", "separate_lstms", "one_wide_lstm")
+    variants = ("sequential_expert", "sequential_expert_loop", "separate_lstms", "one_wide_lstm")
     functions = {}
     for name in variants:
         layers = _variant_layers(name, num_experts, units)
@@ -126,19 +136,39 @@ def _markdown(rows, command, steps, rounds):
         "",
         "Target: separate LSTMs / SequentialExpert >= 2, SequentialExpert / one wide LSTM <= 1.3.",
         "",
-        "| batch | time | features | K | units | SequentialExpert CPU ms | K separate LSTMs CPU ms | "
-        "one LSTM of K·units CPU ms | separate / SequentialExpert | SequentialExpert / wide |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| batch | time | features | K | units | SequentialExpert CPU ms | keras.ops loop CPU ms | "
+        "K separate LSTMs CPU ms | one LSTM of K·units CPU ms | separate / SequentialExpert | "
+        "SequentialExpert / wide | loop / fused | GFLOP/s fused, separate |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for size, result in rows:
-        ours, separate, wide = (result[name] for name in ("sequential_expert", "separate_lstms", "one_wide_lstm"))
+        ours, loop, separate, wide = (
+            result[name]
+            for name in ("sequential_expert", "sequential_expert_loop", "separate_lstms", "one_wide_lstm")
+        )
+        flops = _training_flops(size)
         lines.append(
             "| " + " | ".join(str(value) for value in size)
-            + f" | {ours['cpu'] * 1e3:.1f} | {separate['cpu'] * 1e3:.1f} | {wide['cpu'] * 1e3:.1f} | "
+            + f" | {ours['cpu'] * 1e3:.1f} | {loop['cpu'] * 1e3:.1f} | {separate['cpu'] * 1e3:.1f} | "
+            f"{wide['cpu'] * 1e3:.1f} | "
             f"{separate['cpu'] / ours['cpu']:.2f} ({separate['wall'] / ours['wall']:.2f}) | "
-            f"{ours['cpu'] / wide['cpu']:.2f} ({ours['wall'] / wide['wall']:.2f}) |"
-        )
+            f"{ours['cpu'] / wide['cpu']:.2f} ({ours['wall'] / wide['wall']:.2f}) | "
+            f"{loop['cpu'] / ours['cpu']:.2f} ({loop['wall'] / ours['wall']:.2f}) | "
+            f"{flops / ours['cpu'] / 1e9:.0f}, {flops / separate['cpu'] / 1e9:.0f} |"
+        )  # fmt: skip
     return "\n".join(lines)
+
+
+def _training_flops(size):
+    """Estimate the floating-point operations of one training step of K LSTM experts.
+
+    Per step and expert the forward pass multiplies [x_t, h_{t-1}], of F + U values, by a
+    (F + U) x 4U kernel: B·(F + U)·4U multiply-adds. The backward pass needs two such
+    products (input and weight gradients), so a training step costs about 3 forward passes,
+    and a multiply-add is 2 operations.
+    """
+    batch, length, features, num_experts, units = size
+    return 6 * batch * length * num_experts * (features + units) * 4 * units
 
 
 def _machine():

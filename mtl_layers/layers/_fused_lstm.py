@@ -1,0 +1,212 @@
+"""TensorFlow's fused LSTM kernel as the fast path of `SequentialExpert`.
+
+`tf.raw_ops.BlockLSTM` runs a whole LSTM, every time step, in one op, and its gradient
+(`BlockLSTMGrad`) is one op too. With `forget_bias=0`, clipping off and no peepholes it
+computes the cell of `keras.layers.LSTM` and of the `SequentialExpert` step; only its gate
+order differs (input, cell candidate, forget, output), so each expert's kernel columns are
+reordered on the way in.
+
+`BlockLSTMV2` takes the Keras gate order directly, but TensorFlow 2.21 registers the V1
+gradient for it, which reads the gates in the V1 order: its weight gradients are wrong
+(checked against `keras.layers.LSTM`). The V1 op and its own gradient agree.
+
+The kernel has no mask. Masking stays exact through a reordering: each row's valid steps
+move to the front in their order, the kernel runs over them, and the output at step t is
+the output after the last valid step at or before t (zeros before the first one). That
+is the state that `keras.layers.RNN` carries over padded steps, for any mask: right
+padding, left padding, gaps and rows without any valid step.
+"""
+
+from typing import Optional
+
+from mtl_layers.compat import IS_KERAS_2, keras
+
+# Rows of the batch per fused op. On a 2-core CPU (TensorFlow 2.21) one op over 256 or 512
+# rows spent 1.3-1.4x the CPU time of chunks of 128 rows, likely because the kernel splits
+# its per-step products across threads that then wait on each other. Up to 128 rows one
+# op was fastest, and padding a batch of 32 to one chunk of 128 rows cost 2.8x.
+ROWS_PER_OP = 128
+# Chunks whose ops may run at the same time.
+CHUNKS_IN_PARALLEL = 4
+
+
+def _backend() -> str:
+    return "tensorflow" if IS_KERAS_2 else keras.backend.backend()
+
+
+def _in_xla_context() -> bool:
+    """Return True when the current TensorFlow graph is being compiled by XLA.
+
+    XLA has no kernel for `BlockLSTM`, so a `jit_compile=True` function must take the
+    keras.ops loop. If TensorFlow's private helper moves, the layer assumes XLA and keeps
+    to the loop, which is always correct.
+    """
+    import tensorflow as tf
+
+    try:
+        from tensorflow.python.ops import control_flow_util
+    except ImportError:
+        return True
+    if tf.executing_eagerly():
+        return False
+    return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
+
+
+def unavailable_reason(layer, recurrent_mask, inputs) -> Optional[str]:
+    """Return why the fused kernel cannot run this call of `layer`, or None when it can."""
+    if _backend() != "tensorflow":
+        return f"it is a TensorFlow kernel and the Keras backend is {_backend()!r}"
+    if layer.compute_dtype != "float32" or layer.dtype_policy.variable_dtype != "float32":
+        return (
+            "it runs in float32 only, and the layer's dtype policy is "
+            f"{layer.dtype_policy.name!r}"
+        )
+    if inputs.dtype.name != "float32":
+        return f"it runs in float32 only, and the inputs are {inputs.dtype.name}"
+    if layer.activation is not keras.activations.tanh:
+        return "it computes `activation='tanh'` only"
+    if layer.recurrent_activation is not keras.activations.sigmoid:
+        return "it computes `recurrent_activation='sigmoid'` only"
+    if recurrent_mask is not None:
+        return "it cannot apply `recurrent_dropout`, which is active in training"
+    if _in_xla_context():
+        return "XLA, which compiles this call, has no kernel for it"
+    return None
+
+
+def run_experts(inputs, mask, kernel, recurrent_kernel, bias, return_sequences):
+    """Run every expert's LSTM with `BlockLSTM` and return the layer's outputs.
+
+    Args:
+        inputs: `(batch, time, features)` float32, with padded steps already zeroed.
+        mask: `(batch, time)` boolean or None.
+        kernel: `(features, num_experts, 4 * units)` input kernels.
+        recurrent_kernel: `(num_experts, units, 4 * units)` recurrent kernels.
+        bias: `(num_experts, 4 * units)` biases, or None.
+        return_sequences: as in `SequentialExpert`.
+
+    Returns:
+        `(batch, time, num_experts, units)`, or `(batch, num_experts, units)` when
+        `return_sequences` is False.
+    """
+    import tensorflow as tf
+
+    num_experts, units, gate_units = recurrent_kernel.shape
+    batch_size = tf.shape(inputs)[0]
+    time_steps = tf.shape(inputs)[1]
+
+    # Move each row's valid steps to the front: sort the positions with padded steps keyed
+    # after every valid one. The stable sort keeps the valid steps in time order.
+    if mask is not None:
+        positions = tf.range(time_steps)[tf.newaxis, :]
+        order = tf.argsort(
+            tf.where(mask, positions, positions + time_steps), axis=1, stable=True
+        )
+        inputs = tf.gather(inputs, order, batch_dims=1)
+        # valid_counts[b, t] = number of valid steps of row b up to and including step t.
+        valid_counts = tf.cumsum(tf.cast(mask, tf.int32), axis=1)
+        lengths = valid_counts[:, -1]
+        # The kernel stops after the longest row's valid steps; later steps are never read.
+        kernel_steps = tf.reduce_max(tf.concat([lengths, [0]], axis=0))
+    else:
+        kernel_steps = time_steps
+
+    # Gate columns in the Keras order [i, f, c, o] -> the kernel's order [i, c, f, o].
+    gate_order = tf.concat(
+        [tf.range(start * units, (start + 1) * units) for start in (0, 2, 1, 3)], axis=0
+    )
+    time_major = tf.transpose(inputs, [1, 0, 2])
+    no_peephole = tf.zeros((units,), dtype=inputs.dtype)
+
+    # Expert e's kernel of the fused op is [W_e; U_e]: ([x_t, h_{t-1}]) @ [W_e; U_e] + b_e
+    # = x_t W_e + h_{t-1} U_e + b_e, the same z_t as the layer's step.
+    expert_kernels, expert_biases = [], []
+    for expert in range(num_experts):
+        expert_kernel = tf.concat([kernel[:, expert, :], recurrent_kernel[expert]], axis=0)
+        expert_kernels.append(tf.gather(expert_kernel, gate_order, axis=1))
+        expert_biases.append(
+            tf.zeros((gate_units,), dtype=inputs.dtype)
+            if bias is None
+            else tf.gather(bias[expert], gate_order)
+        )
+
+    def run_rows(rows_time_major):
+        """Run every expert over (time, rows, features); return (time, rows, experts, units)."""
+        zero_state = tf.zeros((tf.shape(rows_time_major)[1], units), dtype=inputs.dtype)
+        expert_outputs = []
+        for expert_kernel, expert_bias in zip(expert_kernels, expert_biases):
+            block = tf.raw_ops.BlockLSTM(
+                seq_len_max=tf.cast(kernel_steps, tf.int64),
+                x=rows_time_major,
+                cs_prev=zero_state,
+                h_prev=zero_state,
+                w=expert_kernel,
+                wci=no_peephole,
+                wcf=no_peephole,
+                wco=no_peephole,
+                b=expert_bias,
+                forget_bias=0.0,  # The forget bias lives in b, as in Keras.
+                cell_clip=-1.0,  # A negative value turns clipping off.
+                use_peephole=False,
+            )
+            expert_outputs.append(block.h)
+        return tf.stack(expert_outputs, axis=2)
+
+    def run_row_chunks():
+        """Run `run_rows` on chunks of `ROWS_PER_OP` rows, the last one zero-padded."""
+        num_chunks = (batch_size + ROWS_PER_OP - 1) // ROWS_PER_OP
+        padded = tf.pad(time_major, [[0, 0], [0, num_chunks * ROWS_PER_OP - batch_size], [0, 0]])
+        chunks = tf.transpose(
+            tf.reshape(padded, (time_steps, num_chunks, ROWS_PER_OP, -1)), [1, 0, 2, 3]
+        )
+        chunk_outputs = tf.map_fn(
+            run_rows,
+            chunks,
+            parallel_iterations=CHUNKS_IN_PARALLEL,
+            fn_output_signature=tf.TensorSpec(
+                (None, ROWS_PER_OP, num_experts, units), inputs.dtype
+            ),
+        )
+        chunk_outputs = tf.transpose(chunk_outputs, [1, 0, 2, 3, 4])
+        merged = tf.reshape(
+            chunk_outputs, (time_steps, num_chunks * ROWS_PER_OP, num_experts, units)
+        )
+        return merged[:, :batch_size]
+
+    # Large batches run in chunks of rows, small ones in one op per expert.
+    static_batch = inputs.shape[0]
+    if static_batch is not None:
+        outputs = run_row_chunks() if static_batch > ROWS_PER_OP else run_rows(time_major)
+    else:
+        outputs = tf.cond(
+            batch_size > ROWS_PER_OP, run_row_chunks, lambda: run_rows(time_major)
+        )
+
+    # (time, batch, num_experts, units) -> (batch, time, num_experts, units)
+    outputs = tf.transpose(outputs, [1, 0, 2, 3])
+
+    if mask is None:
+        return outputs if return_sequences else outputs[:, -1]
+
+    # The output at step t is the reordered output number valid_counts[b, t] - 1, and zeros
+    # while no valid step has been seen.
+    if return_sequences:
+        seen = valid_counts
+    else:
+        seen = lengths[:, tf.newaxis]
+    gathered = tf.gather(outputs, tf.maximum(seen - 1, 0), batch_dims=1)
+    gathered = tf.where((seen > 0)[:, :, tf.newaxis, tf.newaxis], gathered, tf.zeros_like(gathered))
+    return gathered if return_sequences else gathered[:, 0]
+
+
+def check_choice(use_fused_kernel):
+    """Validate the `use_fused_kernel` argument and return it."""
+    if isinstance(use_fused_kernel, str) and use_fused_kernel == "auto":
+        return use_fused_kernel
+    if isinstance(use_fused_kernel, bool):
+        return use_fused_kernel
+    raise ValueError(
+        "`use_fused_kernel` must be 'auto', True or False. "
+        f"Received: use_fused_kernel={use_fused_kernel!r}"
+    )
+
