@@ -82,7 +82,15 @@ def _output_dict(model, outputs) -> Dict[str, tf.Tensor]:
     return dict(zip(model.output_names, outputs))
 
 
-def _example_parsing_spec(specs: Dict[str, tf.TensorSpec]) -> Dict[str, tf.io.FixedLenFeature]:
+def _example_parsing_spec(specs: Dict[str, tf.TensorSpec]) -> Dict[str, object]:
+    """Return the `tf.io.parse_example` features that rebuild every model input.
+
+    An input with a known shape after the batch axis parses as a `FixedLenFeature`. An
+    input whose first axis after the batch axis is unknown, such as a sequence of
+    `(batch, time, features)` with a mask of `(batch, time)`, parses as a
+    `FixedLenSequenceFeature`: each example stores its own number of steps, and the batch
+    is padded to its longest example with zeros (False for a boolean mask).
+    """
     parsing = {}
     for name, spec in specs.items():
         dtype = spec.dtype
@@ -92,7 +100,20 @@ def _example_parsing_spec(specs: Dict[str, tf.TensorSpec]) -> Dict[str, tf.io.Fi
             parse_dtype = tf.int64
         else:
             parse_dtype = tf.string
-        parsing[name] = tf.io.FixedLenFeature(shape=spec.shape[1:], dtype=parse_dtype)
+        example_shape = spec.shape[1:]
+        if example_shape.is_fully_defined():
+            parsing[name] = tf.io.FixedLenFeature(shape=example_shape, dtype=parse_dtype)
+        elif example_shape[0] is None and example_shape[1:].is_fully_defined():
+            parsing[name] = tf.io.FixedLenSequenceFeature(
+                shape=example_shape[1:], dtype=parse_dtype, allow_missing=True
+            )
+        else:
+            raise ValueError(
+                f"Input {name!r} has shape {tuple(spec.shape)}, and the tf.Example signature "
+                "can only read inputs whose axes after the batch axis are all known, or all "
+                "but the first (a variable number of steps). Give the other axes a size in "
+                "its `keras.Input(shape=...)`."
+            )
     return parsing
 
 

@@ -2,9 +2,9 @@
 
 `tf.raw_ops.BlockLSTM` runs a whole LSTM, every time step, in one op, and its gradient
 (`BlockLSTMGrad`) is one op too. With `forget_bias=0`, clipping off and no peepholes it
-computes the cell of `keras.layers.LSTM` and of the `SequentialExpert` step; only its gate
-order differs (input, cell candidate, forget, output), so each expert's kernel columns are
-reordered on the way in.
+computes the cell of `keras.layers.LSTM` and of the `SequentialExpert` step. Only its gate
+order differs (input, cell candidate, forget, output), so the layer reorders each expert's
+kernel columns on the way in.
 
 `BlockLSTMV2` takes the Keras gate order directly, but TensorFlow 2.21 registers the V1
 gradient for it, which reads the gates in the V1 order: its weight gradients are wrong
@@ -52,8 +52,8 @@ def _in_xla_context() -> bool:
     return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
 
 
-def unavailable_reason(layer, recurrent_mask, inputs) -> Optional[str]:
-    """Return why the fused kernel cannot run this call of `layer`, or None when it can."""
+def configuration_reason(layer) -> Optional[str]:
+    """Return why the fused kernel can never run `layer` as configured, or None."""
     if _backend() != "tensorflow":
         return f"it is a TensorFlow kernel and the Keras backend is {_backend()!r}"
     if layer.compute_dtype != "float32" or layer.dtype_policy.variable_dtype != "float32":
@@ -61,12 +61,20 @@ def unavailable_reason(layer, recurrent_mask, inputs) -> Optional[str]:
             "it runs in float32 only, and the layer's dtype policy is "
             f"{layer.dtype_policy.name!r}"
         )
-    if inputs.dtype.name != "float32":
-        return f"it runs in float32 only, and the inputs are {inputs.dtype.name}"
     if layer.activation is not keras.activations.tanh:
         return "it computes `activation='tanh'` only"
     if layer.recurrent_activation is not keras.activations.sigmoid:
         return "it computes `recurrent_activation='sigmoid'` only"
+    return None
+
+
+def call_reason(layer, recurrent_mask, inputs) -> Optional[str]:
+    """Return why the fused kernel cannot run this call of `layer`, or None when it can."""
+    reason = configuration_reason(layer)
+    if reason is not None:
+        return reason
+    if inputs.dtype.name != "float32":
+        return f"it runs in float32 only, and the inputs are {inputs.dtype.name}"
     if recurrent_mask is not None:
         return "it cannot apply `recurrent_dropout`, which is active in training"
     if _in_xla_context():
@@ -152,35 +160,36 @@ def run_experts(inputs, mask, kernel, recurrent_kernel, bias, return_sequences):
             expert_outputs.append(block.h)
         return tf.stack(expert_outputs, axis=2)
 
-    def run_row_chunks():
-        """Run `run_rows` on chunks of `ROWS_PER_OP` rows, the last one zero-padded."""
-        num_chunks = (batch_size + ROWS_PER_OP - 1) // ROWS_PER_OP
-        padded = tf.pad(time_major, [[0, 0], [0, num_chunks * ROWS_PER_OP - batch_size], [0, 0]])
+    # Large batches run in chunks of at most ROWS_PER_OP rows, as even as possible.
+    static_batch = inputs.shape[0]
+    if static_batch is not None:
+        num_chunks = max(1, -(-static_batch // ROWS_PER_OP))
+        chunk_sizes = [
+            static_batch // num_chunks + (1 if index < static_batch % num_chunks else 0)
+            for index in range(num_chunks)
+        ]
+        chunks = tf.split(time_major, chunk_sizes, axis=1) if num_chunks > 1 else [time_major]
+        chunk_outputs = [run_rows(chunk) for chunk in chunks]
+        outputs = tf.concat(chunk_outputs, axis=1) if num_chunks > 1 else chunk_outputs[0]
+    else:
+        # An unknown batch size (as in `model.fit`'s traced step) takes a loop over
+        # chunks of equal size. The last rows are zero padding, fewer than the chunk count.
+        num_chunks = tf.maximum(1, (batch_size + ROWS_PER_OP - 1) // ROWS_PER_OP)
+        chunk_rows = (batch_size + num_chunks - 1) // num_chunks
+        padded = tf.pad(time_major, [[0, 0], [0, num_chunks * chunk_rows - batch_size], [0, 0]])
         chunks = tf.transpose(
-            tf.reshape(padded, (time_steps, num_chunks, ROWS_PER_OP, -1)), [1, 0, 2, 3]
+            tf.reshape(padded, (time_steps, num_chunks, chunk_rows, -1)), [1, 0, 2, 3]
         )
         chunk_outputs = tf.map_fn(
             run_rows,
             chunks,
             parallel_iterations=CHUNKS_IN_PARALLEL,
-            fn_output_signature=tf.TensorSpec(
-                (None, ROWS_PER_OP, num_experts, units), inputs.dtype
-            ),
+            fn_output_signature=tf.TensorSpec((None, None, num_experts, units), inputs.dtype),
         )
         chunk_outputs = tf.transpose(chunk_outputs, [1, 0, 2, 3, 4])
-        merged = tf.reshape(
-            chunk_outputs, (time_steps, num_chunks * ROWS_PER_OP, num_experts, units)
-        )
-        return merged[:, :batch_size]
-
-    # Large batches run in chunks of rows, small ones in one op per expert.
-    static_batch = inputs.shape[0]
-    if static_batch is not None:
-        outputs = run_row_chunks() if static_batch > ROWS_PER_OP else run_rows(time_major)
-    else:
-        outputs = tf.cond(
-            batch_size > ROWS_PER_OP, run_row_chunks, lambda: run_rows(time_major)
-        )
+        outputs = tf.reshape(
+            chunk_outputs, (time_steps, num_chunks * chunk_rows, num_experts, units)
+        )[:, :batch_size]
 
     # (time, batch, num_experts, units) -> (batch, time, num_experts, units)
     outputs = tf.transpose(outputs, [1, 0, 2, 3])

@@ -218,8 +218,10 @@ class SequentialExpert(keras.layers.Layer):
         bias_regularizer: Regularizer of all biases.
         use_fused_kernel: `"auto"` (the default) runs TensorFlow's fused kernel whenever
             it computes the same function, and the keras.ops loop otherwise. True requires
-            the fused kernel and raises a `ValueError` that names the reason when a call
-            cannot use it. False always runs the keras.ops loop.
+            the fused kernel and raises a `ValueError` that names the reason: at
+            construction for a backend, dtype policy or activation it does not support,
+            and at the call under XLA or with recurrent dropout in training. False always
+            runs the keras.ops loop.
         **kwargs: Base layer keyword arguments such as `name` and `dtype`.
 
     Call arguments:
@@ -281,6 +283,14 @@ class SequentialExpert(keras.layers.Layer):
         self.recurrent_regularizer = keras.regularizers.get(recurrent_regularizer)
         self.bias_regularizer = keras.regularizers.get(bias_regularizer)
         self.use_fused_kernel = _fused_lstm.check_choice(use_fused_kernel)
+        if self.use_fused_kernel is True:
+            reason = _fused_lstm.configuration_reason(self)
+            if reason is not None:
+                raise ValueError(
+                    f"`use_fused_kernel=True` is not possible for this layer: {reason}. "
+                    "Pass use_fused_kernel='auto' to use the keras.ops loop where the fused "
+                    "kernel does not apply."
+                )
         self.supports_masking = True
 
         # The loop carries the states in the variable dtype, which is float32 under the
@@ -369,6 +379,9 @@ class SequentialExpert(keras.layers.Layer):
         self._step_constants.kernel = self.kernel
         self._step_constants.recurrent_kernel = self.recurrent_kernel
         self._step_constants.bias = self.bias
+        # Build the loop even when the fused kernel serves every call: tf_keras warns about
+        # an unbuilt sublayer when it saves the model.
+        self.expert_loop.build((None, None, input_dim))
         super().build(input_shape)
 
     def _bias_initializer(self, shape, dtype=None):
@@ -424,11 +437,11 @@ class SequentialExpert(keras.layers.Layer):
         """Return the experts' outputs from the fused kernel, or None to run the loop."""
         if self.use_fused_kernel is False:
             return None
-        reason = _fused_lstm.unavailable_reason(self, recurrent_mask, inputs)
+        reason = _fused_lstm.call_reason(self, recurrent_mask, inputs)
         if reason is not None:
             if self.use_fused_kernel is True:
                 raise ValueError(
-                    "`use_fused_kernel=True` cannot be honoured in this call: "
+                    "`use_fused_kernel=True` cannot be used in this call: "
                     f"{reason}. Pass use_fused_kernel='auto' to fall back to the keras.ops "
                     "loop where the fused kernel does not apply."
                 )

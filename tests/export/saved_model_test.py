@@ -348,3 +348,37 @@ def test_subclassed_model_without_inputs_rejected(tmp_path):
     with pytest.raises(ValueError, match="has no defined inputs"):
         mtl.export.export_saved_model(Subclassed(), tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_variable_length_sequences_export(tmp_path):
+    tasks = [TaskSpec("rating", kind="regression"), TaskSpec("liked")]
+    model = mtl.models.mose(
+        tasks, sequence_features=3, num_experts=2, expert_units=4, bottom_units=4,
+        output_steps="last",
+    )  # fmt: skip
+    rng = np.random.default_rng(0)
+    sequence = rng.normal(size=(2, 5, 3)).astype("float32")
+    mask = np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], dtype=bool)
+    sequence[~mask] = 0.0
+    path = mtl.export.export_saved_model(
+        model, tmp_path, warmup_examples={"sequence": sequence, "mask": mask}
+    )
+    loaded = tf.saved_model.load(str(path))
+    expected = model({"sequence": sequence, "mask": mask}, training=False)
+
+    # Each tf.Example stores only its own steps: 5 for the first row, 3 for the second.
+    examples = warmup.to_tf_examples({"sequence": sequence[:1], "mask": mask[:1]})
+    examples += warmup.to_tf_examples({"sequence": sequence[1:, :3], "mask": mask[1:, :3]})
+    parsed = loaded.signatures["serving_tf_example"](examples=tf.constant(examples))
+    for name in ["rating", "liked"]:
+        np.testing.assert_allclose(
+            parsed[name].numpy(), np.asarray(expected[name]), rtol=1e-5, atol=1e-6
+        )
+
+
+def test_unknown_inner_axis_rejected(tmp_path):
+    inputs = keras.Input((4, None), name="grid")
+    model = keras.Model(inputs, keras.layers.GlobalAveragePooling1D()(inputs))
+    with pytest.raises(ValueError, match="grid"):
+        mtl.export.export_saved_model(model, tmp_path)
+    assert not any(tmp_path.iterdir())

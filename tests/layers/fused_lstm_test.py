@@ -138,9 +138,8 @@ def test_xla_falls_back_to_loop():
     ],
 )
 def test_required_kernel_names_the_reason(kwargs, reason):
-    layer = mtl.SequentialExpert(2, 3, use_fused_kernel=True, **kwargs)
     with pytest.raises(ValueError, match=reason):
-        layer(_inputs())
+        mtl.SequentialExpert(2, 3, use_fused_kernel=True, **kwargs)
 
 
 @tensorflow_only
@@ -157,9 +156,8 @@ def test_recurrent_dropout_uses_loop_in_training():
 
 @pytest.mark.skipif(ON_TENSORFLOW, reason="checks the error on the JAX and PyTorch backends")
 def test_required_kernel_on_other_backend():
-    layer = mtl.SequentialExpert(2, 3, use_fused_kernel=True)
     with pytest.raises(ValueError, match="Keras backend"):
-        layer(_inputs())
+        mtl.SequentialExpert(2, 3, use_fused_kernel=True)
 
 
 @pytest.mark.parametrize("value", ["yes", 1, None])
@@ -168,7 +166,7 @@ def test_invalid_choice(value):
         mtl.SequentialExpert(2, 3, use_fused_kernel=value)
 
 
-@pytest.mark.parametrize("value", ["auto", True, False])
+@pytest.mark.parametrize("value", ["auto", True, False] if ON_TENSORFLOW else ["auto", False])
 def test_config_keeps_choice(value):
     layer = mtl.SequentialExpert(2, 3, use_fused_kernel=value)
     restored = mtl.SequentialExpert.from_config(layer.get_config())
