@@ -7,6 +7,7 @@ unless `MTL_LAYERS_REQUIRE_DATA=1` is set (as `.ci/run` does), which makes missi
 test failure.
 """
 
+import importlib.util
 import os
 import pathlib
 
@@ -58,3 +59,37 @@ def data_file(data_root):
         return path
 
     return resolve
+
+
+def _load_module(name: str, path: pathlib.Path):
+    """Import the file at `path` as a module called `name` and return it.
+
+    The tests run with `--import-mode=importlib`, so their folders are not packages on
+    `sys.path`, and a helper file that several test files use is imported by its path.
+    """
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def load_test_module():
+    """Return a function `(name, path) -> module` that imports a test helper file."""
+    return _load_module
+
+
+@pytest.fixture(scope="session")
+def scale_harness():
+    """Return `tests/scale/distributed_test.py` as a module, for its child-process helpers.
+
+    Its `_free_ports`, `_child_environment`, `_stop` and `run_multi_worker` start and stop
+    TensorFlow processes on 127.0.0.1.
+    """
+    return _load_module("scale_distributed_harness", REPO_ROOT / "tests" / "scale" / "distributed_test.py")
+
+
+@pytest.fixture(scope="session")
+def distributed_worker():
+    """Return `tests/scale/distributed_worker.py`, the child process of the distributed tests."""
+    return _load_module("distributed_worker", REPO_ROOT / "tests" / "scale" / "distributed_worker.py")

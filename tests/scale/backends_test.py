@@ -40,11 +40,10 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _load_worker_module():
-    spec = importlib.util.spec_from_file_location("backend_worker", WORKER)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture(scope="module")
+def backend_worker(load_test_module):
+    """Return `backend_worker.py`, the child process that runs each backend's cases."""
+    return load_test_module("backend_worker", WORKER)
 
 
 def _backend_installed(backend):
@@ -53,13 +52,13 @@ def _backend_installed(backend):
 
 
 @pytest.fixture(scope="module")
-def tensorflow_results(tmp_path_factory):
+def tensorflow_results(tmp_path_factory, backend_worker):
     """Run every case on the TensorFlow backend; return `(results, weights file)`."""
     import keras
 
     if keras.backend.backend() != "tensorflow":
         pytest.skip("the reference numbers come from a process on the TensorFlow backend")
-    worker = _load_worker_module()
+    worker = backend_worker
     results = {}
     for name in worker.CASES:
         case_results, _, _ = worker.run_case(name)
@@ -119,7 +118,7 @@ def backend_runs(tensorflow_results, tmp_path_factory):
 
 
 @pytest.mark.parametrize("backend", ["jax", "torch"])
-def test_backend_matches_tensorflow(tensorflow_results, backend_runs, backend):
+def test_backend_matches_tensorflow(tensorflow_results, backend_runs, backend, backend_worker):
     if backend not in backend_runs:
         pytest.skip(f"{backend} is not installed; `pip install -e .[backends]` installs it")
     reference, _ = tensorflow_results
@@ -154,13 +153,12 @@ def test_backend_matches_tensorflow(tensorflow_results, backend_runs, backend):
         )
 
     if backend == "jax":
-        _check_saved_model_serves(output_dir / "jax_export", actual)
+        _check_saved_model_serves(backend_worker, output_dir / "jax_export", actual)
 
 
-def _check_saved_model_serves(export_dir, actual):
+def _check_saved_model_serves(worker, export_dir, actual):
     import tensorflow as tf
 
-    worker = _load_worker_module()
     _, inputs, _ = worker.CASES["mmoe"]()
     loaded = tf.saved_model.load(str(export_dir))
     signature = loaded.signatures["serving_default"]

@@ -1,6 +1,5 @@
 """The census main job trains under a strategy with `--strategy` (Keras 2 mode)."""
 
-import importlib.util
 import json
 import os
 import pathlib
@@ -57,17 +56,9 @@ def test_cpu_devices_needs_mirrored(tmp_path):
     assert "--cpu_devices" in result.stderr
 
 
-def _distributed_harness():
-    path = pathlib.Path(__file__).resolve().parent / "distributed_test.py"
-    spec = importlib.util.spec_from_file_location("scale_distributed_harness", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.skipif(not IS_KERAS_2, reason="Multi-worker training of raw-feature models needs Keras 2 mode.")
-def test_multi_worker_strategy_flag(tmp_path):
-    harness = _distributed_harness()
+def test_multi_worker_strategy_flag(tmp_path, scale_harness):
+    harness = scale_harness
     ports = harness._free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
     processes, logs = [], []

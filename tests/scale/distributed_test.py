@@ -6,7 +6,6 @@ global batches, so the replicas' summed gradients equal the single-process gradi
 the trained weights agree up to float32 rounding of the different summation order.
 """
 
-import importlib.util
 import json
 import os
 import pathlib
@@ -52,13 +51,6 @@ MIRRORED_TIMEOUT_S = 240
 MULTI_WORKER_TIMEOUT_S = 180
 
 
-def _load_worker_module():
-    spec = importlib.util.spec_from_file_location("distributed_worker", WORKER)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _child_environment(**extra):
     environment = dict(os.environ)
     environment["PYTHONPATH"] = os.pathsep.join(
@@ -101,8 +93,8 @@ def _assert_weights_changed(worker, initial, trained_path):
 
 
 @pytest.mark.parametrize("replicas", [2])
-def test_mirrored_matches_single_device(tmp_path, replicas):
-    worker = _load_worker_module()
+def test_mirrored_matches_single_device(tmp_path, replicas, distributed_worker):
+    worker = distributed_worker
     command = [
         sys.executable, str(WORKER), "--mode=mirrored", f"--replicas={replicas}",
         f"--models={','.join(MIRRORED_MODELS)}", f"--weights_dir={tmp_path}",
@@ -194,10 +186,10 @@ def run_multi_worker(weights_dir, models, timeout_s, num_workers=2):
     return [process.returncode for process in processes], outputs
 
 
-def test_multi_worker_matches_single_process(tmp_path):
+def test_multi_worker_matches_single_process(tmp_path, distributed_worker):
     from mtl_layers.compat import keras
 
-    worker = _load_worker_module()
+    worker = distributed_worker
     import tensorflow as tf
 
     # Reference: the same model trained in this process on the whole global batch.

@@ -8,7 +8,6 @@ process. All four processes run `parameter_server_worker.py`, and the test kills
 every case.
 """
 
-import importlib.util
 import json
 import pathlib
 import subprocess
@@ -43,13 +42,6 @@ NUM_PS = 1
 TIMEOUT_S = 150
 
 
-def _load_harness():
-    spec = importlib.util.spec_from_file_location("scale_distributed_harness", HERE / "distributed_test.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _read_logs(logs):
     outputs = {}
     for name, log in logs.items():
@@ -58,9 +50,11 @@ def _read_logs(logs):
     return outputs
 
 
-def run_cluster(tmp_path, timeout_s):
-    """Run the cluster until the chief exits, and return its exit code and every task's output."""
-    harness = _load_harness()
+def run_cluster(tmp_path, timeout_s, harness):
+    """Run the cluster until the chief exits, and return its exit code and every task's output.
+
+    `harness` is the `scale_harness` fixture, which starts and stops the processes.
+    """
     ports = harness._free_ports(1 + NUM_WORKERS + NUM_PS)
     addresses = [f"127.0.0.1:{port}" for port in ports]
     cluster = {
@@ -107,8 +101,8 @@ def run_cluster(tmp_path, timeout_s):
     return chief.returncode, outputs
 
 
-def test_mmoe_trains_with_sharded_embedding(tmp_path):
-    return_code, outputs = run_cluster(tmp_path, TIMEOUT_S)
+def test_mmoe_trains_with_sharded_embedding(tmp_path, scale_harness):
+    return_code, outputs = run_cluster(tmp_path, TIMEOUT_S, scale_harness)
     assert return_code == 0, f"chief failed:\n{outputs['chief_0']}"
     result = json.loads((tmp_path / "result.json").read_text(encoding="utf-8"))
 

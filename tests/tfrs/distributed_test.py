@@ -14,9 +14,7 @@ float32 rounding. The worker's TFRS models:
   single-process training and is checked for training only.
 """
 
-import importlib.util
 import math
-import pathlib
 import subprocess
 import sys
 
@@ -29,8 +27,6 @@ pytestmark = pytest.mark.skipif(
     not IS_KERAS_2,
     reason="TensorFlow Recommenders needs Keras 2 (TF_USE_LEGACY_KERAS=1); the Keras 2 run covers this",
 )
-
-SCALE_TESTS = pathlib.Path(__file__).resolve().parent.parent / "scale"
 
 # Models whose distributed training must match single-process training.
 MATCHING_MODELS = ["tfrs", "tfrs_weighted"]
@@ -47,21 +43,14 @@ MIRRORED_TIMEOUT_S = 240
 MULTI_WORKER_TIMEOUT_S = 300
 
 
-def _load(name, path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture(scope="module")
+def harness(scale_harness):
+    return scale_harness
 
 
 @pytest.fixture(scope="module")
-def harness():
-    return _load("scale_distributed_harness", SCALE_TESTS / "distributed_test.py")
-
-
-@pytest.fixture(scope="module")
-def worker():
-    return _load("distributed_worker", SCALE_TESTS / "distributed_worker.py")
+def worker(distributed_worker):
+    return distributed_worker
 
 
 def _assert_histories_close(worker, expected_path, actual_path):
