@@ -77,9 +77,10 @@ class HyperGridDense(keras.layers.Layer):
     for small blocks. The extra elementwise work is about 1/max(block_rows, block_cols)
     of the matmul's multiply-adds but is memory-bound, and the narrow block matmuls run
     slower per FLOP than one wide matmul. By process CPU time on 2 shared cores
-    (`benchmarks/hypergrid_dense.py`), 32x32 blocks measured 1.8-2.3x a Dense layer's
-    forward pass and 2.0-2.5x its training step, 32x64 blocks 1.4-1.8x and 128x64 blocks
-    1.3-1.6x. The block matmuls alone, without the gate, measured up to 1.35x.
+    (`benchmarks/hypergrid_dense.py`), 32x32 blocks measured 1.73-2.18x a Dense layer's
+    forward pass and 2.12-2.52x its training step, 32x64 blocks 1.41-1.79x, 128x64 blocks
+    1.21-1.47x, and blocks of 256 rows 1.12-1.30x. The block matmuls alone, without the
+    gate, measured up to 1.40x. docs/hypergrid.md has the table.
 
     Args:
         units: Output size, an integer >= 1.

@@ -218,6 +218,34 @@ class MaskedMeanPooling(keras.layers.Layer):
         return (hidden_shape[0], hidden_shape[-1])
 
 
+def _check_block_shape_fits(block_shape, d_ff, d_model):
+    """Raise a ValueError that names `d_ff` or `d_model` when `block_shape` does not divide it.
+
+    HyperGridDense checks the same when it is built, but there the sizes are only "input
+    features" and "units", which a caller of the builder never passed.
+    """
+    if (
+        not isinstance(block_shape, (list, tuple))
+        or len(block_shape) != 2
+        or not all(isinstance(size, int) and not isinstance(size, bool) for size in block_shape)
+    ):
+        # HyperGridDense's own check gives the message for a malformed pair.
+        return
+    block_rows, block_cols = block_shape
+    if block_rows >= 1 and d_ff % block_rows:
+        raise ValueError(
+            "The rows of `block_shape` must divide `d_ff`, the input width of each gated "
+            f"projection. Received: block_shape={tuple(block_shape)}, d_ff={d_ff}. Choose "
+            f"block rows that divide {d_ff}, or change `d_ff`."
+        )
+    if block_cols >= 1 and d_model % block_cols:
+        raise ValueError(
+            "The columns of `block_shape` must divide `d_model`, the output width of each "
+            f"gated projection. Received: block_shape={tuple(block_shape)}, d_model={d_model}. "
+            f"Choose block columns that divide {d_model}, or change `d_model`."
+        )
+
+
 def hypergrid_transformer(
     tasks: Sequence[TaskSpec],
     vocab_size: int,
@@ -288,6 +316,8 @@ def hypergrid_transformer(
     """
     tasks = check_tasks(tasks)
     num_layers = _validation.check_positive_int("num_layers", num_layers)
+    if feed_forward == "hypergrid":
+        _check_block_shape_fits(block_shape, d_ff, d_model)
     token_ids = keras.Input((sequence_length,), dtype="int32", name="token_ids")
     task_id = keras.Input((), dtype="int32", name="task_id")
 

@@ -148,8 +148,8 @@ def test_saved_model_export_takes_task_id(tmp_path):
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        ({"block_shape": (5, 4)}, "block rows must divide"),
-        ({"block_shape": (8, 3)}, "block columns must divide"),
+        ({"block_shape": (5, 4)}, "must divide `d_ff`"),
+        ({"block_shape": (8, 3)}, "must divide `d_model`"),
         ({"feed_forward": "moe"}, "feed_forward"),
         ({"conditioning_source": "cls"}, "conditioning_source"),
         ({"num_heads": 3}, "num_heads"),
