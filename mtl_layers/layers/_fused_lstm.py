@@ -24,7 +24,7 @@ from mtl_layers.compat import IS_KERAS_2, keras
 # Rows of the batch per fused op. On a 2-core CPU (TensorFlow 2.21) one op over 256 or 512
 # rows spent 1.3-1.4x the CPU time of chunks of 128 rows, likely because the kernel splits
 # its per-step products across threads that then wait on each other. Up to 128 rows one
-# op was fastest, and padding a batch of 32 to one chunk of 128 rows cost 2.8x.
+# op was fastest.
 ROWS_PER_OP = 128
 # Chunks whose ops may run at the same time.
 CHUNKS_IN_PARALLEL = 4
