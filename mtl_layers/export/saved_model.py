@@ -188,7 +188,8 @@ def export_saved_model(
             by input name (other keys, such as labels, are ignored) or a batched
             `tf.data.Dataset` of such dicts or of `(features, labels)` pairs, whose
             first batch is used. None writes no warm-up records.
-        num_warmup_examples: How many of `warmup_examples` the larger requests use.
+        num_warmup_examples: How many of `warmup_examples` the larger requests use, at
+            most; with fewer examples they use all of them.
         model_name: The model name in the warm-up requests. Defaults to the name of
             `export_dir`, which is the model name in TF Serving's usual layout
             `/models/<model_name>/<version>`.
@@ -198,11 +199,31 @@ def export_saved_model(
 
     Raises:
         FileExistsError: `export_dir/<version>` exists already; nothing is changed.
-        ValueError: `export_dir` is an existing file, `version` is not an integer >= 1,
-            the model has no defined inputs, or `warmup_examples` does not match the model
-            inputs.
+        ValueError: `export_dir` is empty, an existing file, below a file or a SavedModel
+            version folder itself, `version` is not an integer >= 1, the model has no
+            defined inputs, or `warmup_examples` does not match the model inputs.
     """
+    if not str(export_dir).strip():
+        raise ValueError(
+            "`export_dir` must name the folder of the model's versions. Received an empty "
+            "path. Pass a folder such as 'exports/my_model'."
+        )
     export_dir = pathlib.Path(export_dir)
+    if (export_dir / "saved_model.pb").exists():
+        raise ValueError(
+            f"`export_dir` must be the folder that contains the numbered versions, but "
+            f"{str(export_dir)!r} is itself a SavedModel (it contains saved_model.pb). "
+            f"Pass its parent, {str(export_dir.parent)!r}, so the new version sits beside it "
+            "where TF Serving finds it."
+        )
+    blocking_file = next(
+        (parent for parent in export_dir.parents if parent.exists() and not parent.is_dir()), None
+    )
+    if blocking_file is not None:
+        raise ValueError(
+            f"`export_dir` {str(export_dir)!r} lies below {str(blocking_file)!r}, which is a "
+            "file, so the folder cannot be created. Pass a path below a folder."
+        )
     if export_dir.exists() and not export_dir.is_dir():
         raise ValueError(
             "`export_dir` must be a folder that contains numbered versions (or a path that does not "

@@ -60,6 +60,12 @@ def select_examples(
                 f"`warmup_examples[{name!r}]` must have a batch axis. Received a scalar: {values!r}"
             )
         values = values[:count]
+        if spec.dtype == tf.string and values.dtype.kind in "biufc":
+            raise ValueError(
+                f"`warmup_examples[{name!r}]` contains numbers ({values.dtype}), but the input "
+                f"{name!r} takes strings. Pass the raw string values of that feature, as "
+                "requests will send them."
+            )
         try:
             if spec.dtype == tf.string:
                 selected[name] = np.array(

@@ -382,3 +382,30 @@ def test_unknown_inner_axis_rejected(tmp_path):
     with pytest.raises(ValueError, match="grid"):
         mtl.export.export_saved_model(model, tmp_path)
     assert not any(tmp_path.iterdir())
+
+
+def test_version_folder_as_export_dir_rejected(tmp_path, three_task_model, exported):
+    before = sorted(path.name for path in exported.iterdir())
+    with pytest.raises(ValueError, match="is itself a SavedModel"):
+        mtl.export.export_saved_model(three_task_model, exported)
+    assert sorted(path.name for path in exported.iterdir()) == before
+
+
+def test_empty_export_dir_rejected(three_task_model):
+    with pytest.raises(ValueError, match="empty path"):
+        mtl.export.export_saved_model(three_task_model, "")
+
+
+def test_export_dir_below_file_rejected(tmp_path, three_task_model):
+    blocking = tmp_path / "notes.txt"
+    blocking.write_text("user notes")
+    with pytest.raises(ValueError, match="which is a file"):
+        mtl.export.export_saved_model(three_task_model, blocking / "census")
+    assert blocking.read_text() == "user notes"
+
+
+def test_warmup_numbers_for_string_input_rejected(tmp_path, three_task_model, examples):
+    broken = dict(examples, race=np.arange(64.0))
+    with pytest.raises(ValueError, match="takes strings"):
+        mtl.export.export_saved_model(three_task_model, tmp_path, warmup_examples=broken)
+    assert list(tmp_path.iterdir()) == []
