@@ -99,7 +99,7 @@ def test_one_block_per_matrix_scales_whole_kernel():
     inputs, conditioning = _random((2, 4), 4), _random((2, 2), 5)
     outputs = ops.convert_to_numpy(layer(inputs, conditioning))
     gate = ops.convert_to_numpy(layer.compute_gate(conditioning)).reshape(2, 1)
-    np.testing.assert_allclose(outputs, gate * (inputs @ ops.convert_to_numpy(layer.kernel)), rtol=1e-5)
+    np.testing.assert_allclose(outputs, gate * (inputs @ ops.convert_to_numpy(layer.kernel)), rtol=1e-5, atol=1e-6)
 
 
 def test_activation_is_applied():
