@@ -54,6 +54,18 @@ def _layer_pair(return_sequences, **kwargs):
     return fused, loop
 
 
+def _gradients_of_both(gradients, fused, loop, x, mask):
+    """Return `{"fused": ..., "loop": ...}`, the gradients of a squared-output loss."""
+    results = {}
+    for name, layer in (("fused", fused), ("loop", loop)):
+        results[name] = gradients(
+            lambda inputs, layer=layer: ops.sum(ops.square(layer(inputs, mask=mask))),
+            layer.trainable_weights,
+            [x],
+        )
+    return results
+
+
 @tensorflow_only
 @pytest.mark.parametrize("return_sequences", [True, False])
 @pytest.mark.parametrize("use_mask", [True, False])
@@ -91,13 +103,7 @@ def test_gradients_equal_loop(gradients, return_sequences):
     fused, loop = _layer_pair(return_sequences)
     x = _inputs()
     x[~MASK] = np.nan
-    results = {}
-    for name, layer in (("fused", fused), ("loop", loop)):
-        results[name] = gradients(
-            lambda inputs, layer=layer: ops.sum(ops.square(layer(inputs, mask=MASK))),
-            layer.trainable_weights,
-            [x],
-        )
+    results = _gradients_of_both(gradients, fused, loop, x, MASK)
     for fused_gradient, loop_gradient in zip(results["fused"], results["loop"]):
         fused_gradient = ops.convert_to_numpy(fused_gradient)
         assert np.isfinite(fused_gradient).all()
@@ -188,19 +194,13 @@ def test_row_chunks_equal_loop(gradients, batch):
     assert batch > _fused_lstm.ROWS_PER_OP
     x, mask = _large_batch(batch)
     fused, loop = _layer_pair(return_sequences=True)
-    results = {}
-    for name, layer in (("fused", fused), ("loop", loop)):
-        results[name] = gradients(
-            lambda inputs, layer=layer: ops.sum(ops.square(layer(inputs, mask=mask))),
-            layer.trainable_weights,
-            [x],
-        )
-        np.testing.assert_allclose(
-            ops.convert_to_numpy(layer(x, mask=mask)),
-            ops.convert_to_numpy(loop(x, mask=mask)),
-            rtol=1e-5,
-            atol=1e-6,
-        )
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(fused(x, mask=mask)),
+        ops.convert_to_numpy(loop(x, mask=mask)),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    results = _gradients_of_both(gradients, fused, loop, x, mask)
     for fused_gradient, loop_gradient in zip(results["fused"], results["loop"]):
         np.testing.assert_allclose(
             ops.convert_to_numpy(fused_gradient),
