@@ -10,10 +10,10 @@ kernel columns on the way in.
 gradient for it, which reads the gates in the V1 order: its weight gradients are wrong
 (checked against `keras.layers.LSTM`). The V1 op and its own gradient agree.
 
-The kernel has no mask. Masking stays exact through a reordering: each row's valid steps
-move to the front in their order, the kernel runs over them, and the output at step t is
-the output after the last valid step at or before t (zeros before the first one). That
-is the state that `keras.layers.RNN` carries over padded steps, for any mask: right
+The kernel has no mask, so the layer reorders the steps instead. Each row's valid steps
+move to the front in their order, and the kernel runs over them. The output at step t is
+then the output after the last valid step at or before t, and zeros before the first one.
+That is the state that `keras.layers.RNN` carries over padded steps, for any mask: right
 padding, left padding, gaps and rows without any valid step.
 """
 
