@@ -6,7 +6,13 @@ sums gated row-block products or concatenates column-block products of gated inp
 (see its docstring). The "block matmuls" variant runs the same block matrix products as
 HyperGridDense's chosen loop without the gate, which bounds from below what that loop
 can cost. Inputs are `(batch, positions, features)`, as in the feed-forward block of a
-transformer, and the gate is conditioned on one task embedding per example.
+transformer. The gate is conditioned on a different vector per example, which the block
+forms serve. The "task ids" variant conditions it instead on the embeddings of 5 tasks,
+mixed at random in the batch, and passes the task ids with `task_kernels=True`, so that
+the layer forms one gated kernel per task. The "sorted task ids" variant sorts that batch
+by task first, as `mtl.models.hypergrid_transformer` does, so that the layer need not
+reorder its inputs and outputs. The table also names the computation that the default,
+`task_kernels="auto"`, chooses for the case.
 
 Each case times a forward pass and a training step (forward, gradients of all weights
 and of the inputs, SGD update of the weights), each compiled with `tf.function`. The
@@ -56,16 +62,26 @@ CASES = [
 ]
 QUICK_CASES = [(4, 8, 32, 16, (8, 4)), (8, 4, 32, 16, (16, 8))]
 CONDITIONING_DIM = 64
+NUM_TASKS = 5
 
 
-def _variants(tf, mtl, keras, features, units, block_shape):
-    """Return {name: (weights, apply)} for the timed variants of one case, and the layer.
+def _variants(tf, mtl, keras, features, units, block_shape, task_ids):
+    """Return {name: (weights, apply)} for the timed variants of one case, and two layers.
 
     `weights` returns the variables that the training step updates. Call it only after
-    the first `apply`, which builds them.
+    the first `apply`, which builds them. The layers are the HyperGridDense of the block
+    forms and that of the task-id variant.
     """
     dense = keras.layers.Dense(units)
     grid = mtl.HyperGridDense(units, block_shape=block_shape, mode="LG")
+    by_task = mtl.HyperGridDense(units, block_shape=block_shape, mode="LG", task_kernels=True)
+    task_table = tf.constant(
+        np.random.default_rng(1).normal(size=(NUM_TASKS, CONDITIONING_DIM)).astype("float32")
+    )
+    task_conditioning = tf.gather(task_table, task_ids)
+    # The same examples with the batch sorted by task, as `hypergrid_transformer` feeds it.
+    sorted_ids = tf.sort(task_ids)
+    sorted_conditioning = tf.gather(task_table, sorted_ids)
     naive = mtl.HyperGridDense(units, block_shape=block_shape, mode="LG")
     bound = mtl.HyperGridDense(units, block_shape=block_shape, mode="LG")
 
@@ -97,9 +113,17 @@ def _variants(tf, mtl, keras, features, units, block_shape):
     return {
         "Dense": (lambda: dense.trainable_weights, lambda inputs, conditioning: dense(inputs)),
         "HyperGridDense": (lambda: grid.trainable_weights, grid),
+        "task ids": (
+            lambda: by_task.trainable_weights,
+            lambda inputs, conditioning: by_task(inputs, task_conditioning, task_ids),
+        ),
+        "sorted task ids": (
+            lambda: by_task.trainable_weights,
+            lambda inputs, conditioning: by_task(inputs, sorted_conditioning, sorted_ids),
+        ),
         "block matmuls": (lambda: [bound.kernel, bound.bias], apply_block_matmuls),
         "naive": (lambda: naive.trainable_weights, apply_naive),
-    }, grid
+    }, (grid, by_task)
 
 
 def _compiled(tf, weights, apply, inputs, conditioning):
@@ -137,7 +161,7 @@ def _time(function, calls):
 
 
 def run_case(tf, mtl, keras, case, rounds, calls):
-    """Return the times of one case and whether HyperGridDense sums row blocks.
+    """Return the times of one case, the block form's name and the task-id variant's path.
 
     The times are {(variant, phase): (CPU seconds, wall seconds)} per call, each the
     minimum over the rounds, taken separately for CPU and wall time.
@@ -146,8 +170,9 @@ def run_case(tf, mtl, keras, case, rounds, calls):
     rng = np.random.default_rng(0)
     inputs = tf.constant(rng.normal(size=(batch, positions, features)).astype("float32"))
     conditioning = tf.constant(rng.normal(size=(batch, CONDITIONING_DIM)).astype("float32"))
+    task_ids = tf.constant(rng.integers(0, NUM_TASKS, size=batch), tf.int32)
     functions = {}
-    variants, grid = _variants(tf, mtl, keras, features, units, block_shape)
+    variants, (grid, by_task) = _variants(tf, mtl, keras, features, units, block_shape, task_ids)
     for name, (weights, apply) in variants.items():
         for phase, function in _compiled(tf, weights, apply, inputs, conditioning).items():
             function()  # trace
@@ -160,7 +185,13 @@ def run_case(tf, mtl, keras, case, rounds, calls):
         key: (min(cpu for cpu, _ in values), min(wall for _, wall in values))
         for key, values in samples.items()
     }
-    return times, grid._uses_row_blocks()
+    form = "row blocks" if grid._uses_row_blocks() else "column blocks"
+    # The choice of task_kernels="auto" for these shapes, given the number of tasks as
+    # hypergrid_transformer gives it. `by_task` itself forces the per-task path.
+    auto = mtl.HyperGridDense(units, block_shape=block_shape, mode="LG", num_tasks=NUM_TASKS)
+    auto(inputs[:1], conditioning[:1])
+    task_path = "per-task kernels" if auto._runs_task_kernels(batch, positions) else form
+    return times, form, task_path
 
 
 def main(argv):
@@ -176,14 +207,13 @@ def main(argv):
     rows = [
         "| batch × positions | features → units | block | form | phase | Dense (CPU ms) "
         "| HyperGridDense (CPU ms) | HyperGridDense / Dense | block matmuls / Dense "
-        "| naive / Dense |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| naive / Dense | task ids, auto path | task ids / Dense | sorted task ids / Dense |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for case in cases:
         batch, positions, features, units, block_shape = case
         logging.info("Timing %s", case)
-        times, uses_row_blocks = run_case(tf, mtl, keras, case, rounds, calls)
-        form = "row blocks" if uses_row_blocks else "column blocks"
+        times, form, task_path = run_case(tf, mtl, keras, case, rounds, calls)
         for phase in ("forward", "training step"):
             dense, dense_wall = times[("Dense", phase)]
 
@@ -194,7 +224,8 @@ def main(argv):
             rows.append(
                 f"| {batch} × {positions} | {features} → {units} | {block_shape[0]}×{block_shape[1]} "
                 f"| {form} | {phase} | {1e3 * dense:.2f} | {1e3 * times[('HyperGridDense', phase)][0]:.2f} "
-                f"| {ratio('HyperGridDense')} | {ratio('block matmuls')} | {ratio('naive')} |"
+                f"| {ratio('HyperGridDense')} | {ratio('block matmuls')} | {ratio('naive')} "
+                f"| {task_path} | {ratio('task ids')} | {ratio('sorted task ids')} |"
             )
             logging.info("%s %s: %s", case, phase, rows[-1])
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
@@ -211,7 +242,13 @@ def main(argv):
             "inputs. Target: HyperGridDense at most 1.3× Dense. Form: the loop that the layer "
             "chose. Block matmuls: the matrix products of that loop without the gate and its "
             "multiplications, a lower bound on the cost of the form. The naive version forms "
-            "one gated kernel per example.",
+            "one gated kernel per example. Task ids: the layer with `task_kernels=True`, "
+            f"conditioned on the embeddings of {NUM_TASKS} tasks mixed at random and called "
+            "with the task ids, so that it forms one gated kernel per task. Sorted task ids: "
+            "the same with the batch sorted by task, as `hypergrid_transformer` arranges it, "
+            "so that the layer does not reorder it. Auto path: the computation that the "
+            f"default, `task_kernels=\"auto\"`, chooses for these shapes with "
+            f"`num_tasks={NUM_TASKS}`.",
             "",
             *rows,
         ]

@@ -206,16 +206,3 @@ def run_experts(inputs, mask, kernel, recurrent_kernel, bias, return_sequences):
     gathered = tf.gather(outputs, tf.maximum(seen - 1, 0), batch_dims=1)
     gathered = tf.where((seen > 0)[:, :, tf.newaxis, tf.newaxis], gathered, tf.zeros_like(gathered))
     return gathered if return_sequences else gathered[:, 0]
-
-
-def check_choice(use_fused_kernel):
-    """Validate the `use_fused_kernel` argument and return it."""
-    if isinstance(use_fused_kernel, str) and use_fused_kernel == "auto":
-        return use_fused_kernel
-    if isinstance(use_fused_kernel, bool):
-        return use_fused_kernel
-    raise ValueError(
-        "`use_fused_kernel` must be 'auto', True or False. "
-        f"Received: use_fused_kernel={use_fused_kernel!r}"
-    )
-

@@ -31,6 +31,13 @@ def check_non_negative(name: str, value) -> float:
     return float(value)
 
 
+def check_auto_or_bool(name: str, value):
+    """Return `value`, or raise ValueError unless it is "auto", True or False."""
+    if (isinstance(value, str) and value == "auto") or isinstance(value, bool):
+        return value
+    raise ValueError(f"`{name}` must be 'auto', True or False. Received: {name}={value!r}")
+
+
 def check_units(name: str, value) -> tuple:
     """Return `value` as a tuple of ints >= 1; an int means one layer."""
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):

@@ -4,7 +4,7 @@ import numbers
 from typing import Sequence
 
 from mtl_layers.compat import keras, ops, register_serializable
-from mtl_layers.layers import _validation
+from mtl_layers.layers import _task_kernels, _validation
 from mtl_layers.layers._initializers import copy_initializer
 
 MODES = ("LG", "GL", "LL", "GG")
@@ -73,8 +73,18 @@ class HyperGridDense(keras.layers.Layer):
     scaled input by W_j (extra work: `grid_cols x features`). It takes the form with less
     extra work. In `"GG"` mode the gate is folded into the kernel once per call instead.
 
-    NOTE: on CPU this layer costs more than 1.3x a Dense layer of the same shape, most
-    for small blocks. The extra elementwise work is about 1/max(block_rows, block_cols)
+    When the conditioning comes from task ids, the examples of one task share one gate, so
+    a batch holds only a few distinct gated kernels. Given `task_ids`, on TensorFlow and
+    outside XLA, the layer then forms one gated kernel per task in the batch and multiplies
+    each task's examples by its own kernel (`task_kernels`, below). That costs one Dense
+    layer's matmuls plus `tasks x features x units` values for the kernels and two
+    reorderings of the batch. The number of kernels is bounded by the number of tasks,
+    never by the batch size.
+
+    NOTE: with a different conditioning vector for every example, as with
+    `conditioning_source="prefix"` in `mtl.models.hypergrid_transformer`, the block forms
+    run, and on CPU they cost more than 1.3x a Dense layer of the same shape, most for
+    small blocks. The extra elementwise work is about 1/max(block_rows, block_cols)
     of the matmul's multiply-adds but is memory-bound, and the narrow block matmuls run
     slower per FLOP than one wide matmul. By process CPU time on 2 shared cores
     (`benchmarks/hypergrid_dense.py`), 32x32 blocks measured 1.73-2.18x a Dense layer's
@@ -97,6 +107,19 @@ class HyperGridDense(keras.layers.Layer):
             each gate as sigmoid of the local value alone.
         kernel_regularizer: Regularizer of the kernel W.
         bias_regularizer: Regularizer of the bias.
+        task_kernels: `"auto"` (the default), True or False. Whether a call with
+            `task_ids` runs one gated kernel per task (see above) instead of a block form.
+            `"auto"` does so where the path can run, on the TensorFlow backend outside
+            XLA, and where the kernels touch no more values than the block form's extra
+            work: `kernels x features x units <= batch x positions x extra`, with
+            `extra = grid_rows x units` or `grid_cols x features` per position. It counts
+            `kernels` as `num_tasks` (or the batch size, if smaller or if `num_tasks` is
+            None), and takes an unknown batch size or number of positions as large. True
+            runs the path wherever it can run and raises elsewhere. False always runs a
+            block form. All three compute the same function. Calls without `task_ids`
+            always run a block form.
+        num_tasks: The number of distinct task ids that calls pass, or None (the default)
+            if unknown. Only the `task_kernels="auto"` choice reads it.
         **kwargs: Base layer keyword arguments such as `name` and `dtype`.
 
     Call arguments:
@@ -104,6 +127,11 @@ class HyperGridDense(keras.layers.Layer):
         conditioning: `(batch_size, conditioning_dim)`, one task representation per
             example, shared by all positions of that example (for example the output of
             `mtl.TaskEmbedding`). Optional only in `"GG"` mode.
+        task_ids: Optional `(batch_size,)` or `(batch_size, 1)` integer task ids. Pass them
+            only when `conditioning` is a function of the task id alone, as the output of
+            `mtl.TaskEmbedding` is: the layer then may form one kernel per task. A task whose
+            examples have different conditioning vectors raises an error at run time.
+            Ignored in `"GG"` mode, where the gate is the same for every example.
 
     Output shape:
         `(batch_size, ..., units)`.
@@ -132,6 +160,8 @@ class HyperGridDense(keras.layers.Layer):
         global_initializer="ones",
         kernel_regularizer=None,
         bias_regularizer=None,
+        task_kernels="auto",
+        num_tasks=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -154,6 +184,18 @@ class HyperGridDense(keras.layers.Layer):
         self.global_initializer = keras.initializers.get(global_initializer)
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
         self.bias_regularizer = keras.regularizers.get(bias_regularizer)
+        self.task_kernels = _validation.check_auto_or_bool("task_kernels", task_kernels)
+        self.num_tasks = None
+        if num_tasks is not None:
+            self.num_tasks = _validation.check_positive_int("num_tasks", num_tasks)
+        if self.task_kernels is True:
+            reason = _task_kernels.configuration_reason()
+            if reason is not None:
+                raise ValueError(
+                    f"`task_kernels=True` is not possible for this layer: {reason}. Pass "
+                    "task_kernels='auto' to use the block forms where per-task kernels "
+                    "cannot run."
+                )
         self.grid_cols = self.units // self.block_shape[1]
         self.grid_rows = None
         self.local_rows = None
@@ -161,7 +203,7 @@ class HyperGridDense(keras.layers.Layer):
         self.global_rows = None
         self.global_cols = None
 
-    def build(self, inputs_shape, conditioning_shape=None):
+    def build(self, inputs_shape, conditioning_shape=None, task_ids_shape=None):
         inputs_shape = tuple(inputs_shape)
         if len(inputs_shape) < 2 or inputs_shape[-1] is None:
             raise ValueError(
@@ -269,7 +311,7 @@ class HyperGridDense(keras.layers.Layer):
         # gate[b] = sigmoid(r_b c_b^T), one value per block of the kernel.
         return ops.sigmoid(ops.expand_dims(rows, 2) * ops.expand_dims(cols, 1))
 
-    def call(self, inputs, conditioning=None):
+    def call(self, inputs, conditioning=None, task_ids=None):
         if self.mode == "GG":
             outputs = self._call_global(inputs)
         else:
@@ -277,7 +319,7 @@ class HyperGridDense(keras.layers.Layer):
             if conditioning is not None and not projection.built:
                 # tf_keras reaches this point without having seen the conditioning shape.
                 self._check_conditioning_shape(tuple(inputs.shape), tuple(conditioning.shape))
-            outputs = self._call_local(inputs, self.compute_gate(conditioning))
+            outputs = self._call_local(inputs, conditioning, task_ids)
         if self.use_bias:
             outputs = outputs + self.bias
         if self.activation is not None:
@@ -296,20 +338,102 @@ class HyperGridDense(keras.layers.Layer):
         outputs = ops.matmul(ops.reshape(inputs, (-1, self.kernel.shape[0])), kernel)
         return ops.reshape(outputs, tuple(input_shape[:-1]) + (self.units,))
 
-    def _call_local(self, inputs, gate):
+    def _call_local(self, inputs, conditioning, task_ids):
         input_shape = ops.shape(inputs)
         input_rank = len(inputs.shape)
         batch_size = input_shape[0]
+        positions = 1
+        for size in inputs.shape[1:-1]:
+            positions = None if positions is None or size is None else positions * size
         # (batch, positions, features): every position of an example shares its gate.
         inputs = ops.reshape(inputs, (batch_size, -1, self.kernel.shape[0]))
-        gate = ops.cast(gate, inputs.dtype)
-        if self._uses_row_blocks():
-            outputs = self._sum_gated_row_blocks(inputs, gate)
+        if task_ids is not None:
+            task_ids = self._check_task_ids(task_ids, inputs)
+        # An empty batch takes the block form: eager TensorFlow cannot concatenate the
+        # results of zero groups.
+        runs_task_kernels = task_ids is not None and inputs.shape[0] != 0
+        if runs_task_kernels and self._runs_task_kernels(inputs.shape[0], positions):
+            outputs = _task_kernels.gated_outputs(self, inputs, conditioning, task_ids)
         else:
-            outputs = self._concat_gated_column_blocks(inputs, gate)
+            outputs = self._block_form(inputs, self.compute_gate(conditioning))
         if input_rank == 2:
             return ops.reshape(outputs, (batch_size, self.units))
         return ops.reshape(outputs, tuple(input_shape[:-1]) + (self.units,))
+
+    def _runs_task_kernels(self, batch_size, positions):
+        """Return whether this call takes the per-task kernels, or raise if it must and cannot.
+
+        `batch_size` and `positions` (per example) are the static sizes, None where unknown.
+        """
+        if self.task_kernels is False:
+            return False
+        reason = _task_kernels.call_reason()
+        if reason is None:
+            if self.task_kernels is True:
+                return True
+            return self._task_kernels_cost_less(batch_size, positions)
+        if self.task_kernels is True:
+            raise ValueError(
+                f"`task_kernels=True` cannot be used in this call: {reason}. Pass "
+                "task_kernels='auto' to fall back to the block forms where per-task kernels "
+                "cannot run."
+            )
+        return False
+
+    def _check_task_ids(self, task_ids, inputs):
+        """Return `task_ids` as a `(batch,)` integer tensor, or raise for a wrong shape or dtype."""
+        task_ids = ops.convert_to_tensor(task_ids)
+        shape = tuple(task_ids.shape)
+        batch, ids_batch = inputs.shape[0], shape[0] if shape else None
+        if batch is not None and ids_batch is not None and batch != ids_batch:
+            raise ValueError(
+                "`inputs` and `task_ids` must have the same batch size. Received: inputs "
+                f"shape={tuple(inputs.shape)}, task_ids shape={shape}."
+            )
+        if len(shape) == 2 and shape[1] == 1:
+            task_ids = ops.reshape(task_ids, (-1,))
+        elif len(shape) != 1:
+            raise ValueError(
+                "`task_ids` must have shape (batch_size,) or (batch_size, 1). Received: "
+                f"task_ids shape={shape}."
+            )
+        if "int" not in str(task_ids.dtype):
+            raise ValueError(
+                "`task_ids` must be integer task ids. Received: task_ids dtype="
+                f"{task_ids.dtype}. Cast them to int32."
+            )
+        return task_ids
+
+    def _block_form(self, inputs, gate):
+        """Return the gated product of `(batch, positions, features)` inputs by block form."""
+        gate = ops.cast(gate, inputs.dtype)
+        if self._uses_row_blocks():
+            return self._sum_gated_row_blocks(inputs, gate)
+        return self._concat_gated_column_blocks(inputs, gate)
+
+    def _task_kernels_cost_less(self, batch_size, positions):
+        """Return whether per-task kernels touch no more values than the block form.
+
+        Both are memory-bound: the kernels take `features x units` values each, the block
+        form `extra` values per position. An unknown size counts as large.
+        """
+        if positions is None:
+            return True
+        kernel_size = self.kernel.shape[0] * self.units
+        extra_per_example = positions * self._block_form_extra_values()
+        if self.num_tasks is None:
+            # At most one kernel per example, whatever the batch size.
+            return kernel_size <= extra_per_example
+        if batch_size is None:
+            return True
+        kernels = min(batch_size, self.num_tasks)
+        return kernels * kernel_size <= batch_size * extra_per_example
+
+    def _block_form_extra_values(self):
+        """Return the elementwise values per position that the chosen block form adds."""
+        if self._uses_row_blocks():
+            return self.grid_rows * self.units
+        return self.grid_cols * self.kernel.shape[0]
 
     def _uses_row_blocks(self):
         """Return whether `_call_local` sums gated row blocks rather than column blocks.
@@ -368,7 +492,7 @@ class HyperGridDense(keras.layers.Layer):
             outputs.append(ops.matmul(ops.reshape(scaled, (-1, input_dim)), column_kernel))
         return ops.concatenate(outputs, axis=1)
 
-    def compute_output_shape(self, inputs_shape, conditioning_shape=None):
+    def compute_output_shape(self, inputs_shape, conditioning_shape=None, task_ids_shape=None):
         return tuple(inputs_shape)[:-1] + (self.units,)
 
     def get_config(self):
@@ -386,6 +510,8 @@ class HyperGridDense(keras.layers.Layer):
                 "global_initializer": keras.initializers.serialize(self.global_initializer),
                 "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
                 "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
+                "task_kernels": self.task_kernels,
+                "num_tasks": self.num_tasks,
             }
         )
         return config

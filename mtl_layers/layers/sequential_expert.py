@@ -282,7 +282,9 @@ class SequentialExpert(keras.layers.Layer):
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
         self.recurrent_regularizer = keras.regularizers.get(recurrent_regularizer)
         self.bias_regularizer = keras.regularizers.get(bias_regularizer)
-        self.use_fused_kernel = _fused_lstm.check_choice(use_fused_kernel)
+        self.use_fused_kernel = _validation.check_auto_or_bool(
+            "use_fused_kernel", use_fused_kernel
+        )
         if self.use_fused_kernel is True:
             reason = _fused_lstm.configuration_reason(self)
             if reason is not None:

@@ -4,6 +4,7 @@ from typing import Optional, Sequence
 
 from mtl_layers.compat import IS_KERAS_2, keras, ops, register_serializable
 from mtl_layers.layers import HyperGridDense, TaskEmbedding, _validation
+from mtl_layers.models.sort_by_task import SortByTask
 from mtl_layers.models.towers import task_tower
 from mtl_layers.tasks import TaskSpec, check_tasks
 
@@ -89,6 +90,12 @@ class HyperGridEncoderBlock(keras.layers.Layer):
         mask: `(batch, positions)`, 1.0 for positions that attention may read.
         conditioning: `(batch, conditioning_dim)`, used with
             `conditioning_source="task_embedding"` and a HyperGrid feed-forward part.
+        task_ids: Optional `(batch,)` integer task ids from which `conditioning` was
+            looked up. With them HyperGridDense may form one gated kernel per task (see
+            its `task_kernels` argument). Ignored with `conditioning_source="prefix"`.
+
+    `num_tasks`, if given, is passed to the HyperGridDense layer, whose choice between
+    per-task kernels and block forms reads it.
     """
 
     def __init__(
@@ -102,6 +109,7 @@ class HyperGridEncoderBlock(keras.layers.Layer):
         conditioning_source="task_embedding",
         dropout=0.1,
         activation="gelu",
+        num_tasks=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -129,6 +137,7 @@ class HyperGridEncoderBlock(keras.layers.Layer):
         self.conditioning_source = conditioning_source
         self.dropout = _validation.check_rate("dropout", dropout)
         self.activation = activation
+        self.num_tasks = num_tasks
 
         self.attention_norm = keras.layers.LayerNormalization(epsilon=1e-6, name="attention_norm")
         self.attention = keras.layers.MultiHeadAttention(
@@ -140,13 +149,13 @@ class HyperGridEncoderBlock(keras.layers.Layer):
         self.feed_forward_in = keras.layers.Dense(d_ff, activation=activation, name="ff_in")
         if feed_forward == "hypergrid":
             self.feed_forward_out = HyperGridDense(
-                d_model, block_shape=block_shape, mode=mode, name="ff_out"
+                d_model, block_shape=block_shape, mode=mode, num_tasks=num_tasks, name="ff_out"
             )
         else:
             self.feed_forward_out = keras.layers.Dense(d_model, name="ff_out")
         self.dropout_layer = keras.layers.Dropout(self.dropout)
 
-    def build(self, hidden_shape, mask_shape=None, conditioning_shape=None):
+    def build(self, hidden_shape, mask_shape=None, conditioning_shape=None, task_ids_shape=None):
         # Keras 3 reloads a saved model through build(), so it creates the sublayers' state.
         # tf_keras passes only hidden_shape and builds the remaining sublayers on first call.
         hidden_shape = tuple(hidden_shape)
@@ -164,7 +173,7 @@ class HyperGridEncoderBlock(keras.layers.Layer):
             self.feed_forward_out.build(inner_shape, tuple(conditioning_shape))
         super().build(hidden_shape)
 
-    def call(self, hidden, mask, conditioning=None, training=None):
+    def call(self, hidden, mask, conditioning=None, task_ids=None, training=None):
         # Every query may read every position whose mask is 1: (batch, positions, positions).
         positions = ops.shape(hidden)[1]
         attention_mask = ops.repeat(ops.expand_dims(ops.cast(mask, "bool"), 1), positions, axis=1)
@@ -181,10 +190,16 @@ class HyperGridEncoderBlock(keras.layers.Layer):
         else:
             if self.conditioning_source == "prefix":
                 conditioning = normed[:, 0, :]
-            outer = self.feed_forward_out(inner, conditioning)
+            # With the task embedding as conditioning, the task ids let HyperGridDense
+            # form one gated kernel per task. The prefix state differs per example.
+            if self.conditioning_source == "prefix":
+                task_ids = None
+            outer = self.feed_forward_out(inner, conditioning, task_ids)
         return hidden + self.dropout_layer(outer, training=training)
 
-    def compute_output_shape(self, hidden_shape, mask_shape=None, conditioning_shape=None):
+    def compute_output_shape(
+        self, hidden_shape, mask_shape=None, conditioning_shape=None, task_ids_shape=None
+    ):
         return tuple(hidden_shape)
 
     def get_config(self):
@@ -200,6 +215,7 @@ class HyperGridEncoderBlock(keras.layers.Layer):
                 "conditioning_source": self.conditioning_source,
                 "dropout": self.dropout,
                 "activation": self.activation,
+                "num_tasks": self.num_tasks,
             }
         )
         return config
@@ -321,14 +337,25 @@ def hypergrid_transformer(
     token_ids = keras.Input((sequence_length,), dtype="int32", name="token_ids")
     task_id = keras.Input((), dtype="int32", name="task_id")
 
+    # With task-embedding conditioning, HyperGridDense forms one gated kernel per task. The
+    # batch is sorted by task once here, so that no layer has to reorder it, and the
+    # pooled states return to the input order before the towers.
+    by_task = feed_forward == "hypergrid" and conditioning_source == "task_embedding"
+    encoder_token_ids, encoder_task_id = token_ids, task_id
+    if by_task:
+        encoder_token_ids = SortByTask(name="sort_tokens_by_task")(token_ids, task_id)
+        encoder_task_id = SortByTask(name="sort_task_ids")(task_id, task_id)
+
     hidden, mask = TaskPrefixEmbedding(
         vocab_size, sequence_length, d_model, len(tasks), name="embedding"
-    )(token_ids, task_id)
+    )(encoder_token_ids, encoder_task_id)
     hidden = keras.layers.Dropout(dropout, name="embedding_dropout")(hidden)
 
     conditioning = None
-    if feed_forward == "hypergrid" and conditioning_source == "task_embedding":
-        conditioning = TaskEmbedding(len(tasks), d_model, name="task_conditioning")(task_id)
+    if by_task:
+        conditioning = TaskEmbedding(len(tasks), d_model, name="task_conditioning")(
+            encoder_task_id
+        )
     for depth in range(num_layers):
         block = HyperGridEncoderBlock(
             d_model,
@@ -339,11 +366,17 @@ def hypergrid_transformer(
             block_shape=block_shape,
             conditioning_source=conditioning_source,
             dropout=dropout,
+            num_tasks=len(tasks),
             name=f"encoder_{depth}",
         )
-        hidden = block(hidden, mask) if conditioning is None else block(hidden, mask, conditioning)
+        if conditioning is None:
+            hidden = block(hidden, mask)
+        else:
+            hidden = block(hidden, mask, conditioning, encoder_task_id)
     hidden = keras.layers.LayerNormalization(epsilon=1e-6, name="final_norm")(hidden)
     pooled = MaskedMeanPooling(name="pooling")(hidden, mask)
+    if by_task:
+        pooled = SortByTask(restore=True, name="restore_batch_order")(pooled, task_id)
 
     outputs = {task.name: task_tower(task, pooled, dropout=tower_dropout) for task in tasks}
     return keras.Model({"token_ids": token_ids, "task_id": task_id}, outputs, name=name)

@@ -101,6 +101,21 @@ def test_task_id_changes_outputs():
     assert np.abs(model(batch)["score"].numpy() - model(swapped)["score"].numpy()).max() > 1e-4
 
 
+def test_task_kernels_keep_input_order():
+    # 4 x 4 blocks make HyperGridDense's "auto" choice the per-task kernels, so the model
+    # sorts the batch by task and restores the order before the towers.
+    model = _build(block_shape=(4, 4), dropout=0.0)
+    batch = _batch(size=6, seed=3)
+    batch["task_id"] = np.array([1, 0, 1, 1, 0, 0], "int32")
+    together = model(batch)
+    for index in range(6):
+        alone = model({name: values[index : index + 1] for name, values in batch.items()})
+        for task in ("label", "score"):
+            np.testing.assert_allclose(
+                together[task].numpy()[index], alone[task].numpy()[0], rtol=1e-5, atol=1e-6
+            )
+
+
 def test_mixed_batches_train():
     keras.utils.set_random_seed(1)
     model = _build(dropout=0.0)
