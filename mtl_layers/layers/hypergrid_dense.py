@@ -79,18 +79,22 @@ class HyperGridDense(keras.layers.Layer):
     each task's examples by its own kernel (`task_kernels`, below). That costs one Dense
     layer's matmuls plus `tasks x features x units` values for the kernels and two
     reorderings of the batch. The number of kernels is bounded by the number of tasks,
-    never by the batch size.
+    never by the batch size. The reorderings are skipped when each task's examples are
+    contiguous in the batch, as `mtl.models.hypergrid_transformer` arranges them. By
+    process CPU time on 2 shared cores (`benchmarks/hypergrid_dense.py`, 5 tasks, batches
+    sorted by task), this path measured 1.11-1.24x a Dense layer's forward pass and
+    training step from 64 x 64 positions on, for blocks from 32x32 to 256x256.
 
-    NOTE: with a different conditioning vector for every example, as with
-    `conditioning_source="prefix"` in `mtl.models.hypergrid_transformer`, the block forms
-    run, and on CPU they cost more than 1.3x a Dense layer of the same shape, most for
-    small blocks. The extra elementwise work is about 1/max(block_rows, block_cols)
-    of the matmul's multiply-adds but is memory-bound, and the narrow block matmuls run
-    slower per FLOP than one wide matmul. By process CPU time on 2 shared cores
-    (`benchmarks/hypergrid_dense.py`), 32x32 blocks measured 1.73-2.18x a Dense layer's
-    forward pass and 2.12-2.52x its training step, 32x64 blocks 1.41-1.79x, 128x64 blocks
-    1.21-1.47x, and blocks of 256 rows 1.12-1.30x. The block matmuls alone, without the
-    gate, measured up to 1.40x. docs/hypergrid.md has the table.
+    NOTE: small batches, and a different conditioning vector for every example, cost
+    more than 1.3x a Dense layer of the same shape on CPU. At 8 x 64 positions the
+    cheaper of the two paths measured 1.24-1.48x (forward) and 1.31-1.69x (training
+    step), because forming the task kernels costs nearly as much as the product. Without
+    task ids (as with `conditioning_source="prefix"` in the transformer) the block forms
+    run. Their extra elementwise work is about 1/max(block_rows, block_cols) of the
+    matmul's multiply-adds but is memory-bound, and the narrow block matmuls run slower
+    per FLOP than one wide matmul: 32x32 blocks measured 2.13-2.32x forward and
+    2.71-3.74x for a training step, 32x64 blocks 1.63-2.40x, 128x64 blocks 1.42-1.60x,
+    and blocks of 256 rows 1.11-1.38x. docs/hypergrid.md has the tables.
 
     Args:
         units: Output size, an integer >= 1.
@@ -144,6 +148,8 @@ class HyperGridDense(keras.layers.Layer):
     >>> task = mtl.TaskEmbedding(num_tasks=3, output_dim=8)(np.array([0, 2]))
     >>> layer = mtl.HyperGridDense(units=12, block_shape=(4, 3), mode="LG")
     >>> layer(tokens, task).shape
+    TensorShape([2, 5, 12])
+    >>> layer(tokens, task, np.array([0, 2])).shape  # with task ids: one kernel per task
     TensorShape([2, 5, 12])
     """
 
