@@ -60,6 +60,10 @@ class TaskGate(keras.layers.Layer):
             `expert_outputs`. With a time axis there is one gate per time step.
         training: Python boolean; noise and the utilization update apply only in training.
 
+    A Keras mask on the inputs, for example from a masked `SequentialExpert`, is accepted
+    and not passed on: the outputs carry no mask. Weigh per-step losses with the mask as
+    sample weights instead (`mtl.models.sequence_sample_weights`).
+
     Output shape:
         `(batch_size, ..., units)`, and with `return_weights=True` also the gate weights
         `(batch_size, ..., num_experts)`, which sum to 1 over the last axis.
@@ -90,6 +94,8 @@ class TaskGate(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
+        # Masked inputs are accepted without Keras's warning, and compute_mask drops the mask.
+        self.supports_masking = True
         self.num_experts = _validation.check_positive_int("num_experts", num_experts)
         if top_k is not None:
             top_k = _validation.check_positive_int("top_k", top_k)
@@ -246,6 +252,9 @@ class TaskGate(keras.layers.Layer):
         self.expert_utilization.assign(
             momentum * self.expert_utilization + (1.0 - momentum) * batch_mean
         )
+
+    def compute_mask(self, inputs, mask=None):
+        return None
 
     def compute_output_shape(self, expert_outputs_shape, gate_inputs_shape=None):
         expert_outputs_shape = tuple(expert_outputs_shape)

@@ -223,3 +223,18 @@ def test_task_gate_keras_file_round_trip(tmp_path):
     data = RNG.normal(size=(5, 6)).astype("float32")
     for got, expected in zip(restored.predict_on_batch(data), model.predict_on_batch(data)):
         np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+def test_masked_inputs_accepted_without_warning():
+    import warnings
+
+    sequence = np.random.default_rng(0).normal(size=(2, 5, 6)).astype("float32")
+    mask = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], dtype=bool)
+    experts = mtl.SequentialExpert(3, 4)(sequence, mask=mask)
+    gate = mtl.TaskGate(3)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        mixture = gate(experts, sequence)
+    assert not [w for w in caught if "mask" in str(w.message)]
+    assert tuple(mixture.shape) == (2, 5, 4)
+    assert gate.compute_mask([experts, sequence], [mask, mask]) is None
