@@ -64,10 +64,12 @@ def gated_outputs(layer, inputs, conditioning, task_ids):
 
     tasks, group_of_example = tf.unique(task_ids, out_idx=tf.int32)
     group_count = tf.shape(tasks)[0]
-    return _outputs_by_group(tf, layer, inputs, conditioning, group_of_example, group_count)
+    return _outputs_by_group(
+        tf, layer, inputs, conditioning, task_ids, group_of_example, group_count
+    )
 
 
-def _outputs_by_group(tf, layer, inputs, conditioning, group_of_example, group_count):
+def _outputs_by_group(tf, layer, inputs, conditioning, task_ids, group_of_example, group_count):
     features, units = layer.kernel.shape
     block_rows, block_cols = layer.block_shape
     shape = tf.shape(inputs)
@@ -79,19 +81,9 @@ def _outputs_by_group(tf, layer, inputs, conditioning, group_of_example, group_c
     first_examples = tf.math.unsorted_segment_min(
         tf.range(batch_size), group_of_example, group_count
     )
-    groups = tf.gather(conditioning, first_examples)
-    same_vector = tf.reduce_all(tf.equal(tf.gather(groups, group_of_example), conditioning))
-    check = tf.debugging.Assert(
-        same_vector,
-        [
-            "HyperGridDense received task_ids together with conditioning vectors that "
-            "differ between examples of one task, or that contain NaN. Pass task_ids only "
-            "when the conditioning is a function of the task id (for example the output of "
-            "mtl.TaskEmbedding), or call the layer without task_ids."
-        ],
+    groups = _check_one_vector_per_task(
+        tf, tf.gather(conditioning, first_examples), conditioning, group_of_example, task_ids
     )
-    with tf.control_dependencies([check]):
-        groups = tf.identity(groups)
 
     # W_g = W * expand(gate_g): one (features, units) kernel per group, (groups, features, units).
     # The kernel is viewed as (grid_rows, block_rows, grid_cols, block_cols) blocks, so
@@ -135,6 +127,30 @@ def _outputs_by_group(tf, layer, inputs, conditioning, group_of_example, group_c
     return tf.cond(is_sorted, lambda: outputs, lambda: unsort(outputs))
 
 
+def _check_one_vector_per_task(tf, groups, conditioning, group_of_example, task_ids):
+    """Return `groups`, or raise InvalidArgumentError if a task has two conditioning vectors."""
+    differs = tf.reduce_any(tf.not_equal(tf.gather(groups, group_of_example), conditioning), axis=1)
+    first_bad_task = tf.gather(task_ids, tf.argmax(tf.cast(differs, tf.int32)))
+    message = (
+        "HyperGridDense received task_ids together with conditioning vectors that differ "
+        "between examples of one task, or that contain NaN. Pass task_ids only when the "
+        "conditioning is a function of the task id (for example the output of "
+        "mtl.TaskEmbedding), or call the layer without task_ids. Task id"
+    )
+    if tf.executing_eagerly():
+        if bool(tf.reduce_any(differs)):
+            raise tf.errors.InvalidArgumentError(
+                None, None, f"{message} {int(first_bad_task)} has more than one vector."
+            )
+        return groups
+    check = tf.debugging.Assert(
+        tf.logical_not(tf.reduce_any(differs)),
+        [message, first_bad_task, "has more than one vector."],
+    )
+    with tf.control_dependencies([check]):
+        return tf.identity(groups)
+
+
 def _permute(tf, values, order, inverse):
     """Return `values` reordered along the batch axis, with a gradient that is one gather.
 
@@ -155,7 +171,7 @@ def _permute(tf, values, order, inverse):
 def _matmul_by_group(tf, rows, kernels, first_rows, rows_per_group):
     """Return the rows of each group times that group's kernel, `(rows, units)`.
 
-    `rows` holds the groups one after another: group g is `rows_per_group[g]` rows from
+    `rows` contains the groups one after another: group g is `rows_per_group[g]` rows from
     `first_rows[g]`.
     """
     group_count = tf.shape(kernels)[0]

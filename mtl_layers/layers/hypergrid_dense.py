@@ -4,7 +4,7 @@ import numbers
 from typing import Sequence
 
 from mtl_layers.compat import keras, ops, register_serializable
-from mtl_layers.layers import _task_kernels, _validation
+from mtl_layers.layers import _runtime_checks, _task_kernels, _validation
 from mtl_layers.layers._initializers import copy_initializer
 
 MODES = ("LG", "GL", "LL", "GG")
@@ -133,8 +133,9 @@ class HyperGridDense(keras.layers.Layer):
             `mtl.TaskEmbedding`). Optional only in `"GG"` mode.
         task_ids: Optional `(batch_size,)` or `(batch_size, 1)` integer task ids. Pass them
             only when `conditioning` is a function of the task id alone, as the output of
-            `mtl.TaskEmbedding` is: the layer then may form one kernel per task. A task whose
-            examples have different conditioning vectors raises an error at run time.
+            `mtl.TaskEmbedding` is: the layer then may form one kernel per task. On that
+            path, a task whose examples have different conditioning vectors raises
+            InvalidArgumentError at run time. The block forms do not check this.
             Ignored in `"GG"` mode, where the gate is the same for every example.
 
     Output shape:
@@ -300,11 +301,7 @@ class HyperGridDense(keras.layers.Layer):
             global_cols = ops.convert_to_tensor(self.global_cols)
             return ops.sigmoid(ops.outer(global_rows, global_cols))
         if conditioning is None:
-            raise ValueError(
-                f"HyperGridDense in mode {self.mode!r} needs `conditioning`, a "
-                "(batch_size, conditioning_dim) task representation. Received: "
-                "conditioning=None. Call the layer as layer(inputs, conditioning)."
-            )
+            raise ValueError(self._missing_conditioning_message())
         rows = self.local_rows(conditioning) if self.local_rows is not None else None
         cols = self.local_cols(conditioning) if self.local_cols is not None else None
         # The global vector is float32; under mixed precision the projection is not.
@@ -317,12 +314,21 @@ class HyperGridDense(keras.layers.Layer):
         # gate[b] = sigmoid(r_b c_b^T), one value per block of the kernel.
         return ops.sigmoid(ops.expand_dims(rows, 2) * ops.expand_dims(cols, 1))
 
+    def _missing_conditioning_message(self):
+        return (
+            f"HyperGridDense in mode {self.mode!r} needs `conditioning`, a "
+            "(batch_size, conditioning_dim) task representation. Received: "
+            "conditioning=None. Call the layer as layer(inputs, conditioning)."
+        )
+
     def call(self, inputs, conditioning=None, task_ids=None):
         if self.mode == "GG":
             outputs = self._call_global(inputs)
         else:
+            if conditioning is None:
+                raise ValueError(self._missing_conditioning_message())
             projection = self.local_rows if self.local_rows is not None else self.local_cols
-            if conditioning is not None and not projection.built:
+            if not projection.built:
                 # tf_keras reaches this point without having seen the conditioning shape.
                 self._check_conditioning_shape(tuple(inputs.shape), tuple(conditioning.shape))
             outputs = self._call_local(inputs, conditioning, task_ids)
@@ -390,12 +396,6 @@ class HyperGridDense(keras.layers.Layer):
         """Return `task_ids` as a `(batch,)` integer tensor, or raise for a wrong shape or dtype."""
         task_ids = ops.convert_to_tensor(task_ids)
         shape = tuple(task_ids.shape)
-        batch, ids_batch = inputs.shape[0], shape[0] if shape else None
-        if batch is not None and ids_batch is not None and batch != ids_batch:
-            raise ValueError(
-                "`inputs` and `task_ids` must have the same batch size. Received: inputs "
-                f"shape={tuple(inputs.shape)}, task_ids shape={shape}."
-            )
         if len(shape) == 2 and shape[1] == 1:
             task_ids = ops.reshape(task_ids, (-1,))
         elif len(shape) != 1:
@@ -408,7 +408,7 @@ class HyperGridDense(keras.layers.Layer):
                 "`task_ids` must be integer task ids. Received: task_ids dtype="
                 f"{task_ids.dtype}. Cast them to int32."
             )
-        return task_ids
+        return _runtime_checks.check_same_batch("HyperGridDense", inputs, "inputs", task_ids)
 
     def _block_form(self, inputs, gate):
         """Return the gated product of `(batch, positions, features)` inputs by block form."""

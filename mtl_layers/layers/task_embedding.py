@@ -1,7 +1,7 @@
 """TaskEmbedding: a learned vector per task, looked up from integer task ids."""
 
 from mtl_layers.compat import keras, ops, register_serializable
-from mtl_layers.layers import _validation
+from mtl_layers.layers import _runtime_checks, _validation
 
 
 @register_serializable
@@ -13,6 +13,7 @@ class TaskEmbedding(keras.layers.Layer):
 
     Args:
         num_tasks: Number of tasks, an integer >= 1. Valid ids are `0 .. num_tasks - 1`.
+            On the TensorFlow backend any other id raises InvalidArgumentError.
         output_dim: Size of a task vector, an integer >= 1.
         embeddings_initializer: Initializer of the table.
         embeddings_regularizer: Regularizer of the table.
@@ -63,8 +64,9 @@ class TaskEmbedding(keras.layers.Layer):
 
     def call(self, task_ids):
         task_ids = ops.reshape(ops.cast(task_ids, "int32"), (-1,))
-        # NOTE: an id outside [0, num_tasks) raises InvalidArgumentError on CPU, but
-        # TensorFlow's gather returns zeros for it on GPU.
+        # Without the check, TensorFlow's gather returns zeros for an id >= num_tasks on
+        # GPU, and ops.take counts a negative id from the end.
+        task_ids = _runtime_checks.check_task_id_range("TaskEmbedding", task_ids, self.num_tasks)
         return ops.take(self.embeddings, task_ids, axis=0)
 
     def compute_output_shape(self, input_shape):

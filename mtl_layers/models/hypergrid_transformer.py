@@ -3,7 +3,7 @@
 from typing import Optional, Sequence
 
 from mtl_layers.compat import IS_KERAS_2, keras, ops, register_serializable
-from mtl_layers.layers import HyperGridDense, TaskEmbedding, _validation
+from mtl_layers.layers import HyperGridDense, TaskEmbedding, _runtime_checks, _validation
 from mtl_layers.models.sort_by_task import SortByTask
 from mtl_layers.models.towers import task_tower
 from mtl_layers.tasks import TaskSpec, check_tasks
@@ -45,6 +45,10 @@ class TaskPrefixEmbedding(keras.layers.Layer):
 
     def call(self, token_ids, task_ids):
         token_ids = ops.cast(token_ids, "int32")
+        task_ids = ops.reshape(task_ids, (-1,))
+        task_ids = _runtime_checks.check_same_batch(
+            "The HyperGrid transformer", token_ids, "token_ids", task_ids
+        )
         tokens = self.token_embedding(token_ids)
         prefix = ops.expand_dims(self.task_embedding(task_ids), 1)
         hidden = ops.concatenate([ops.cast(prefix, tokens.dtype), tokens], axis=1)
@@ -340,7 +344,10 @@ def hypergrid_transformer(
     # With task-embedding conditioning, HyperGridDense forms one gated kernel per task. The
     # batch is sorted by task once here, so that no layer has to reorder it, and the
     # pooled states return to the input order before the towers.
-    by_task = feed_forward == "hypergrid" and conditioning_source == "task_embedding"
+    # Mode GG gates every example alike and reads no conditioning.
+    by_task = (
+        feed_forward == "hypergrid" and conditioning_source == "task_embedding" and mode != "GG"
+    )
     encoder_token_ids, encoder_task_id = token_ids, task_id
     if by_task:
         encoder_token_ids = SortByTask(name="sort_tokens_by_task")(token_ids, task_id)

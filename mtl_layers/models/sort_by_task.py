@@ -1,6 +1,7 @@
 """SortByTask: reorder a batch so that each task's examples are contiguous, and back."""
 
 from mtl_layers.compat import keras, ops, register_serializable
+from mtl_layers.layers import _runtime_checks
 
 
 @register_serializable
@@ -10,7 +11,7 @@ class SortByTask(keras.layers.Layer):
     `HyperGridDense` with `task_ids` multiplies each task's examples by that task's gated
     kernel. When each task's examples are contiguous in the batch, it skips two
     reorderings of its inputs and outputs. A model sorts its batch once at the input, so
-    that every HyperGridDense layer sees a sorted batch, and restores the order before its
+    that every HyperGridDense layer receives a sorted batch, and restores the order before its
     outputs.
 
     The order is `argsort(task_ids)`, computed again in every call from the same task
@@ -47,7 +48,9 @@ class SortByTask(keras.layers.Layer):
         self.restore = restore
 
     def call(self, values, task_ids):
-        order = ops.argsort(ops.reshape(task_ids, (-1,)))
+        task_ids = ops.reshape(task_ids, (-1,))
+        task_ids = _runtime_checks.check_same_batch("SortByTask", values, "values", task_ids)
+        order = ops.argsort(task_ids)
         if self.restore:
             # The argsort of a permutation is its inverse.
             order = ops.argsort(order)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import mtl_layers as mtl
-from mtl_layers.compat import keras, ops
+from mtl_layers.compat import IS_KERAS_2, keras, ops
 
 MODES = ("LG", "GL", "LL", "GG")
 
@@ -313,6 +313,22 @@ def test_task_embedding_looks_up_rows():
     vectors = ops.convert_to_numpy(layer(np.array([[2], [0], [2]], "int32")))
     table = ops.convert_to_numpy(layer.embeddings)
     np.testing.assert_allclose(vectors, table[[2, 0, 2]])
+
+
+@pytest.mark.skipif(
+    not (IS_KERAS_2 or keras.backend.backend() == "tensorflow"),
+    reason="the id range is checked with TensorFlow assertions; other backends do not check",
+)
+@pytest.mark.parametrize("task_id", [-1, 3])
+def test_task_embedding_rejects_ids_out_of_range(task_id):
+    import tensorflow as tf
+
+    layer = mtl.TaskEmbedding(num_tasks=3, output_dim=4)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"task id outside \[0, 3\)"):
+        layer(np.array([0, task_id], "int32"))
+    traced = tf.function(layer, input_signature=[tf.TensorSpec((None,), tf.int32)])
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"task id outside \[0, 3\)"):
+        traced(np.array([task_id, 1], "int32"))
 
 
 def test_task_embedding_rejects_sequences():

@@ -159,8 +159,11 @@ def test_task_with_two_conditioning_vectors_raises():
 
     _, by_task, _ = _layers("LG")
     conditioning = np.random.default_rng(3).normal(size=(len(TASK_IDS), 5)).astype("float32")
-    with pytest.raises(tf.errors.InvalidArgumentError, match="differ between examples of one task"):
+    with pytest.raises(tf.errors.InvalidArgumentError, match="Task id 2 has more than one vector"):
         by_task(_inputs(), conditioning, TASK_IDS)
+    traced = tf.function(lambda x, c, ids: by_task(x, c, ids))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="differ between examples of one task"):
+        traced(_inputs(), conditioning, TASK_IDS)
 
 
 def test_bad_task_ids_rejected():
@@ -173,6 +176,28 @@ def test_bad_task_ids_rejected():
         layer(_inputs(), conditioning, TASK_IDS.astype("float32"))
     with pytest.raises(ValueError, match="same batch size"):
         layer(_inputs(), conditioning, TASK_IDS[:3])
+
+
+@tensorflow_only
+@pytest.mark.parametrize("task_kernels", [True, False])
+def test_batch_mismatch_raises_at_run_time(task_kernels):
+    import tensorflow as tf
+
+    embedding = mtl.TaskEmbedding(NUM_TASKS, 5)
+    layer = mtl.HyperGridDense(UNITS, block_shape=BLOCK_SHAPE, task_kernels=task_kernels)
+    signature = [
+        tf.TensorSpec((None, POSITIONS, FEATURES), tf.float32),
+        tf.TensorSpec((None,), tf.int32),
+    ]
+    traced = tf.function(lambda x, ids: layer(x, embedding(TASK_IDS), ids), input_signature=signature)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="same batch size"):
+        traced(_inputs(), TASK_IDS[:5])
+
+
+def test_task_ids_without_conditioning_rejected():
+    layer = mtl.HyperGridDense(UNITS, block_shape=BLOCK_SHAPE)
+    with pytest.raises(ValueError, match="needs `conditioning`"):
+        layer(_inputs(), None, TASK_IDS)
 
 
 def test_task_kernels_argument_validated():

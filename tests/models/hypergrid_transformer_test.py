@@ -116,6 +116,25 @@ def test_task_kernels_keep_input_order():
             )
 
 
+@pytest.mark.parametrize(
+    "overrides", [{}, {"conditioning_source": "prefix"}, {"feed_forward": "dense"}]
+)
+def test_task_id_batch_mismatch_rejected(overrides):
+    model = _build(**overrides)
+    batch = _batch()
+    batch["task_id"] = batch["task_id"][:5]
+    with pytest.raises(ValueError, match="same batch size"):
+        model(batch)
+
+
+def test_global_mode_has_no_task_conditioning():
+    model = _build(mode="GG")
+    names = [layer.name for layer in model.layers]
+    assert "task_conditioning" not in names
+    assert "sort_tokens_by_task" not in names
+    assert sorted(model(_batch())) == ["label", "score"]
+
+
 def test_mixed_batches_train():
     keras.utils.set_random_seed(1)
     model = _build(dropout=0.0)

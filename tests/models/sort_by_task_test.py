@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from mtl_layers.compat import keras
+from mtl_layers.compat import IS_KERAS_2, keras
 from mtl_layers.models.sort_by_task import SortByTask
 
 TASK_IDS = np.array([2, 0, 1, 0, 2, 1, 1], dtype="int32")
@@ -48,3 +48,24 @@ def test_functional_model_keeps_order():
     outputs = SortByTask(restore=True)(doubled, task_ids)
     model = keras.Model([values, task_ids], outputs)
     np.testing.assert_allclose(model([_values(), TASK_IDS]), 2.0 * _values())
+
+
+def test_batch_mismatch_rejected():
+    with pytest.raises(ValueError, match="same batch size"):
+        SortByTask()(_values(), TASK_IDS[:5])
+
+
+@pytest.mark.skipif(
+    not (IS_KERAS_2 or keras.backend.backend() == "tensorflow"),
+    reason="an unknown batch size is checked with a TensorFlow assertion",
+)
+def test_batch_mismatch_raises_at_run_time():
+    import tensorflow as tf
+
+    layer = SortByTask()
+    traced = tf.function(
+        layer,
+        input_signature=[tf.TensorSpec((None, 3), tf.float32), tf.TensorSpec((None,), tf.int32)],
+    )
+    with pytest.raises(tf.errors.InvalidArgumentError, match="same batch size"):
+        traced(_values(), TASK_IDS[:5])
