@@ -14,7 +14,8 @@ The kernel has no mask, so the layer reorders the steps instead. Each row's vali
 move to the front in their order, and the kernel runs over them. The output at step t is
 then the output after the last valid step at or before t, and zeros before the first one.
 That is the state that `keras.layers.RNN` carries over padded steps, for any mask: right
-padding, left padding, gaps and rows without any valid step.
+padding, left padding, gaps and rows without any valid step. The rows are also sorted by
+length before they run in chunks, so that each chunk stops after its own longest row.
 """
 
 from typing import Optional
@@ -114,10 +115,17 @@ def run_experts(inputs, mask, kernel, recurrent_kernel, bias, return_sequences):
         # valid_counts[b, t] = number of valid steps of row b up to and including step t.
         valid_counts = tf.cumsum(tf.cast(mask, tf.int32), axis=1)
         lengths = valid_counts[:, -1]
-        # The kernel stops after the longest row's valid steps; later steps are never read.
-        kernel_steps = tf.reduce_max(tf.concat([lengths, [0]], axis=0))
+        # Sort the rows by length, longest first, so that each chunk of rows below stops
+        # after its own longest row's valid steps. Later steps are never read.
+        by_length = tf.argsort(lengths, direction="DESCENDING", stable=True)
+        inputs = tf.gather(inputs, by_length)
+        row_steps = tf.gather(lengths, by_length)
     else:
-        kernel_steps = time_steps
+        row_steps = tf.fill([batch_size], time_steps)
+
+    def steps_of(chunk_row_steps):
+        # The concatenated 0 makes an empty chunk run no step.
+        return tf.reduce_max(tf.concat([chunk_row_steps, [0]], axis=0))
 
     # Gate columns in the Keras order [i, f, c, o] -> the kernel's order [i, c, f, o].
     gate_order = tf.concat(
@@ -138,13 +146,16 @@ def run_experts(inputs, mask, kernel, recurrent_kernel, bias, return_sequences):
             else tf.gather(bias[expert], gate_order)
         )
 
-    def run_rows(rows_time_major):
-        """Run every expert over (time, rows, features); return (time, rows, experts, units)."""
+    def run_rows(rows_time_major, steps):
+        """Run every expert over (time, rows, features); return (time, rows, experts, units).
+
+        The experts stop after `steps` time steps, and their later outputs are not read.
+        """
         zero_state = tf.zeros((tf.shape(rows_time_major)[1], units), dtype=inputs.dtype)
         expert_outputs = []
         for expert_kernel, expert_bias in zip(expert_kernels, expert_biases):
             block = tf.raw_ops.BlockLSTM(
-                seq_len_max=tf.cast(kernel_steps, tf.int64),
+                seq_len_max=tf.cast(steps, tf.int64),
                 x=rows_time_major,
                 cs_prev=zero_state,
                 h_prev=zero_state,
@@ -169,20 +180,27 @@ def run_experts(inputs, mask, kernel, recurrent_kernel, bias, return_sequences):
             for index in range(num_chunks)
         ]
         chunks = tf.split(time_major, chunk_sizes, axis=1) if num_chunks > 1 else [time_major]
-        chunk_outputs = [run_rows(chunk) for chunk in chunks]
+        chunk_row_steps = tf.split(row_steps, chunk_sizes) if num_chunks > 1 else [row_steps]
+        chunk_outputs = [
+            run_rows(chunk, steps_of(steps)) for chunk, steps in zip(chunks, chunk_row_steps)
+        ]
         outputs = tf.concat(chunk_outputs, axis=1) if num_chunks > 1 else chunk_outputs[0]
     else:
         # An unknown batch size (as in `model.fit`'s traced step) takes a loop over
         # chunks of equal size. The last rows are zero padding, fewer than the chunk count.
         num_chunks = tf.maximum(1, (batch_size + ROWS_PER_OP - 1) // ROWS_PER_OP)
         chunk_rows = (batch_size + num_chunks - 1) // num_chunks
-        padded = tf.pad(time_major, [[0, 0], [0, num_chunks * chunk_rows - batch_size], [0, 0]])
+        padding_rows = num_chunks * chunk_rows - batch_size
+        padded = tf.pad(time_major, [[0, 0], [0, padding_rows], [0, 0]])
         chunks = tf.transpose(
             tf.reshape(padded, (time_steps, num_chunks, chunk_rows, -1)), [1, 0, 2, 3]
         )
+        # Padding rows have no valid step, so they do not lengthen their chunk.
+        padded_row_steps = tf.pad(row_steps, [[0, padding_rows]])
+        chunk_steps = tf.reduce_max(tf.reshape(padded_row_steps, (num_chunks, chunk_rows)), axis=1)
         chunk_outputs = tf.map_fn(
-            run_rows,
-            chunks,
+            lambda chunk_and_steps: run_rows(*chunk_and_steps),
+            (chunks, chunk_steps),
             parallel_iterations=CHUNKS_IN_PARALLEL,
             fn_output_signature=tf.TensorSpec((None, None, num_experts, units), inputs.dtype),
         )
@@ -196,6 +214,9 @@ def run_experts(inputs, mask, kernel, recurrent_kernel, bias, return_sequences):
 
     if mask is None:
         return outputs if return_sequences else outputs[:, -1]
+
+    # Rows back in the order of the batch.
+    outputs = tf.gather(outputs, tf.math.invert_permutation(by_length))
 
     # The output at step t is the reordered output number valid_counts[b, t] - 1, and zeros
     # while no valid step has been seen.

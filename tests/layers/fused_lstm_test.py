@@ -211,6 +211,29 @@ def test_row_chunks_equal_loop(gradients, batch):
 
 
 @tensorflow_only
+@pytest.mark.parametrize("known_batch", [True, False], ids=["static batch", "unknown batch"])
+def test_chunk_of_empty_rows_equals_loop(known_batch):
+    import tensorflow as tf
+
+    # Rows are sorted by length before chunking, so the last chunks of 300 rows, half of
+    # them empty, have no valid step at all and run the kernel for zero steps.
+    x, mask = _large_batch(300)
+    mask[::2] = False
+    fused, loop = _layer_pair(return_sequences=True)
+    signature = [
+        tf.TensorSpec((None if not known_batch else 300, None, FEATURES), tf.float32),
+        tf.TensorSpec((None if not known_batch else 300, None), tf.bool),
+    ]
+    function = tf.function(lambda x, mask: fused(x, mask=mask), input_signature=signature)
+    np.testing.assert_allclose(
+        function(tf.constant(x), tf.constant(mask)).numpy(),
+        ops.convert_to_numpy(loop(x, mask=mask)),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+
+
+@tensorflow_only
 @pytest.mark.parametrize("batch", [5, 300])
 def test_unknown_batch_size(batch):
     import tensorflow as tf
