@@ -10,6 +10,8 @@ test failure.
 import importlib.util
 import os
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
@@ -93,3 +95,24 @@ def scale_harness():
 def distributed_worker():
     """Return `tests/scale/distributed_worker.py`, the child process of the distributed tests."""
     return _load_module("distributed_worker", REPO_ROOT / "tests" / "scale" / "distributed_worker.py")
+
+
+@pytest.fixture(scope="session")
+def run_script():
+    """Return a function that runs a repository script with arguments in a new process.
+
+    The function takes the script's path relative to the repository root and its
+    arguments, and returns the `subprocess.CompletedProcess` with text output.
+    """
+
+    def run(relative_path: str, *arguments: str, timeout: float = 300):
+        return subprocess.run(
+            [sys.executable, str(REPO_ROOT / relative_path), *arguments],
+            capture_output=True,
+            text=True,
+            check=False,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+            timeout=timeout,
+        )
+
+    return run
