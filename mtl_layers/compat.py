@@ -52,6 +52,29 @@ else:
     ops = keras.ops
 
 
+def backend_name() -> str:
+    """Return the Keras backend that runs the layer math: "tensorflow" in Keras 2 mode."""
+    return "tensorflow" if IS_KERAS_2 else keras.backend.backend()
+
+
+def in_xla_context() -> bool:
+    """Return True when the current TensorFlow graph is being compiled by XLA.
+
+    TensorFlow-only fast paths (fused kernels, ops with run-time output shapes) check this
+    to fall back to plain keras.ops. If TensorFlow's private helper moves, this returns
+    True, so callers keep to the fallback, which is always correct.
+    """
+    import tensorflow as tf
+
+    try:
+        from tensorflow.python.ops import control_flow_util
+    except ImportError:
+        return True
+    if tf.executing_eagerly():
+        return False
+    return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
+
+
 def mean_aggregation():
     """Return the `add_weight(aggregation=...)` value that averages updates across replicas.
 

@@ -20,7 +20,7 @@ length before they run in chunks, so that each chunk stops after its own longest
 
 from typing import Optional
 
-from mtl_layers.compat import IS_KERAS_2, keras
+from mtl_layers.compat import backend_name, in_xla_context, keras
 
 # Rows of the batch per fused op. On a 2-core CPU (TensorFlow 2.21) one op over 256 or 512
 # rows spent 1.3-1.4x the CPU time of chunks of 128 rows, likely because the kernel splits
@@ -31,32 +31,10 @@ ROWS_PER_OP = 128
 CHUNKS_IN_PARALLEL = 4
 
 
-def _backend() -> str:
-    return "tensorflow" if IS_KERAS_2 else keras.backend.backend()
-
-
-def _in_xla_context() -> bool:
-    """Return True when the current TensorFlow graph is being compiled by XLA.
-
-    XLA has no kernel for `BlockLSTM`, so a `jit_compile=True` function must take the
-    keras.ops loop. If TensorFlow's private helper moves, the layer assumes XLA and keeps
-    to the loop, which is always correct.
-    """
-    import tensorflow as tf
-
-    try:
-        from tensorflow.python.ops import control_flow_util
-    except ImportError:
-        return True
-    if tf.executing_eagerly():
-        return False
-    return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
-
-
 def configuration_reason(layer) -> Optional[str]:
     """Return why the fused kernel can never run `layer` as configured, or None."""
-    if _backend() != "tensorflow":
-        return f"it is a TensorFlow kernel and the Keras backend is {_backend()!r}"
+    if backend_name() != "tensorflow":
+        return f"it is a TensorFlow kernel and the Keras backend is {backend_name()!r}"
     if layer.compute_dtype != "float32" or layer.dtype_policy.variable_dtype != "float32":
         return (
             "it runs in float32 only, and the layer's dtype policy is "
@@ -78,7 +56,8 @@ def call_reason(layer, recurrent_mask, inputs) -> Optional[str]:
         return f"it runs in float32 only, and the inputs are {inputs.dtype.name}"
     if recurrent_mask is not None:
         return "it cannot apply `recurrent_dropout`, which is active in training"
-    if _in_xla_context():
+    # XLA has no kernel for BlockLSTM, so a jit_compile=True function takes the loop.
+    if in_xla_context():
         return "XLA, which compiles this call, has no kernel for it"
     return None
 

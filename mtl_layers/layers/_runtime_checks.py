@@ -7,11 +7,7 @@ compiles TensorFlow assertions to no-ops, and JAX and PyTorch have no graph asse
 so there only the Python checks apply.
 """
 
-from mtl_layers.compat import IS_KERAS_2, keras, ops
-
-
-def _on_tensorflow() -> bool:
-    return IS_KERAS_2 or keras.backend.backend() == "tensorflow"
+from mtl_layers.compat import backend_name, ops
 
 
 def check_same_batch(layer_name: str, values, values_name: str, task_ids):
@@ -28,7 +24,7 @@ def check_same_batch(layer_name: str, values, values_name: str, task_ids):
                 f"shape={tuple(task_ids.shape)}."
             )
         return task_ids
-    if not _on_tensorflow():
+    if backend_name() != "tensorflow":
         return task_ids
     import tensorflow as tf
 
@@ -45,7 +41,7 @@ def check_task_id_range(layer_name: str, task_ids, num_tasks: int):
     NOTE: on JAX and PyTorch an id outside the range is not checked, and a negative id
     selects a row counted from the end, as in NumPy.
     """
-    if not _on_tensorflow():
+    if backend_name() != "tensorflow":
         return task_ids
     import tensorflow as tf
 

@@ -21,15 +21,15 @@ a batch is only known at run time.
 
 from typing import Optional
 
-from mtl_layers.layers._fused_lstm import _backend, _in_xla_context
+from mtl_layers.compat import backend_name, in_xla_context
 
 
 def configuration_reason() -> Optional[str]:
     """Return why per-task kernels can never run in this process, or None."""
-    if _backend() != "tensorflow":
+    if backend_name() != "tensorflow":
         return (
             "they group the batch with TensorFlow ops, and the Keras backend is "
-            f"{_backend()!r}"
+            f"{backend_name()!r}"
         )
     return None
 
@@ -39,7 +39,7 @@ def call_reason() -> Optional[str]:
     reason = configuration_reason()
     if reason is not None:
         return reason
-    if _in_xla_context():
+    if in_xla_context():
         return "XLA, which compiles this call, needs a number of groups known before run time"
     return None
 

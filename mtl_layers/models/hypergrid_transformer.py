@@ -193,10 +193,10 @@ class HyperGridEncoderBlock(keras.layers.Layer):
             outer = self.feed_forward_out(inner)
         else:
             if self.conditioning_source == "prefix":
+                # The task-token state differs per example, so task ids would not group
+                # examples that share a gate. With the task embedding they let
+                # HyperGridDense form one gated kernel per task.
                 conditioning = normed[:, 0, :]
-            # With the task embedding as conditioning, the task ids let HyperGridDense
-            # form one gated kernel per task. The prefix state differs per example.
-            if self.conditioning_source == "prefix":
                 task_ids = None
             outer = self.feed_forward_out(inner, conditioning, task_ids)
         return hidden + self.dropout_layer(outer, training=training)
