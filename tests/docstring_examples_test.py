@@ -6,7 +6,7 @@ import pathlib
 
 import pytest
 
-from mtl_layers.compat import IS_KERAS_2, keras
+from mtl_layers.compat import backend_name
 
 PACKAGE_ROOT = pathlib.Path(__file__).resolve().parent.parent / "mtl_layers"
 
@@ -30,7 +30,7 @@ def test_examples_found():
 
 
 @pytest.mark.skipif(
-    not (IS_KERAS_2 or keras.backend.backend() == "tensorflow"),
+    backend_name() != "tensorflow",
     reason="the examples print TensorFlow tensor shapes such as TensorShape([2, 8])",
 )
 @pytest.mark.parametrize("module_name", MODULES)

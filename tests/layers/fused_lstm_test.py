@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import mtl_layers as mtl
-from mtl_layers.compat import IS_KERAS_2, keras, ops
+from mtl_layers.compat import backend_name, ops
 
 FEATURES = 5
 TIME = 7
@@ -21,7 +21,7 @@ MASK = np.array(
     dtype=bool,
 )
 
-ON_TENSORFLOW = IS_KERAS_2 or keras.backend.backend() == "tensorflow"
+ON_TENSORFLOW = backend_name() == "tensorflow"
 tensorflow_only = pytest.mark.skipif(
     not ON_TENSORFLOW, reason="the fused kernel is a TensorFlow op; other backends run the loop"
 )

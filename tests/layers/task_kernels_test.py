@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import mtl_layers as mtl
-from mtl_layers.compat import IS_KERAS_2, keras
+from mtl_layers.compat import backend_name
 
 NUM_TASKS = 3
 FEATURES = 8
@@ -13,7 +13,7 @@ BLOCK_SHAPE = (4, 3)
 POSITIONS = 3
 TASK_IDS = np.array([0, 2, 1, 2, 0, 0, 1], dtype="int32")
 
-ON_TENSORFLOW = IS_KERAS_2 or keras.backend.backend() == "tensorflow"
+ON_TENSORFLOW = backend_name() == "tensorflow"
 tensorflow_only = pytest.mark.skipif(
     not ON_TENSORFLOW, reason="per-task kernels use TensorFlow ops; other backends run the block forms"
 )

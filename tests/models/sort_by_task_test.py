@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from mtl_layers.compat import IS_KERAS_2, keras
+from mtl_layers.compat import backend_name, keras
 from mtl_layers.models.sort_by_task import SortByTask
 
 TASK_IDS = np.array([2, 0, 1, 0, 2, 1, 1], dtype="int32")
@@ -56,7 +56,7 @@ def test_batch_mismatch_rejected():
 
 
 @pytest.mark.skipif(
-    not (IS_KERAS_2 or keras.backend.backend() == "tensorflow"),
+    backend_name() != "tensorflow",
     reason="an unknown batch size is checked with a TensorFlow assertion",
 )
 def test_batch_mismatch_raises_at_run_time():
