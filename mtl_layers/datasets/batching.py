@@ -43,7 +43,8 @@ def in_memory_batches(
             Iterating it again reshuffles.
 
     Returns:
-        The batched `tf.data.Dataset`, prefetching.
+        The batched `tf.data.Dataset`, prefetching. Its `cardinality()` is the number
+        of batches in one epoch, or infinite with `repeat`.
 
     Raises:
         ValueError: for an invalid `batch_size`, no columns, or columns of different
@@ -115,4 +116,8 @@ def in_memory_batches(
     # `rebatch` slices the epochs into batches, joining the end of one epoch to the start
     # of the next when repeating, without visiting examples one by one.
     batches = epochs.map(gather_epoch).rebatch(batch_size, drop_remainder=repeat)
+    # `rebatch` leaves the cardinality unknown. Keras reads it to end an epoch without
+    # warning that the input "ran out of data", and to size its progress bar.
+    batch_count = tf.data.INFINITE_CARDINALITY if repeat else -(-count // batch_size)
+    batches = batches.apply(tf.data.experimental.assert_cardinality(batch_count))
     return batches.prefetch(tf.data.AUTOTUNE)

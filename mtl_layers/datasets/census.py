@@ -28,7 +28,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from mtl_layers.datasets import files
+from mtl_layers.datasets import batching, files
 from mtl_layers.models.features import FeatureSpec
 from mtl_layers.tasks import TaskSpec
 
@@ -98,13 +98,14 @@ class Split:
         return len(next(iter(self.labels.values())))
 
     def to_dataset(self, batch_size: int, shuffle: bool = False, seed: Optional[int] = None):
-        """Return a batched `tf.data.Dataset` of `(features, labels)` dicts."""
-        import tensorflow as tf
+        """Return a batched `tf.data.Dataset` of `(features, labels)` dicts, one epoch.
 
-        dataset = tf.data.Dataset.from_tensor_slices((self.features, self.labels))
-        if shuffle:
-            dataset = dataset.shuffle(len(self), seed=seed, reshuffle_each_iteration=True)
-        return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+        With `shuffle`, every iteration visits the examples in a new order. The batches
+        are gathered with a few ops per epoch (`in_memory_batches`), not example by example.
+        """
+        return batching.in_memory_batches(
+            self.features, self.labels, batch_size=batch_size, shuffle=shuffle, seed=seed
+        )
 
 
 @dataclasses.dataclass

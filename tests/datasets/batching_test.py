@@ -43,6 +43,23 @@ def test_same_seed_gives_same_batches():
     assert first != other
 
 
+@pytest.mark.parametrize("batch_size, batches", [(4, 3), (5, 2), (10, 1), (32, 1)])
+def test_one_epoch_has_known_cardinality(batch_size, batches):
+    for shuffle in (False, True):
+        dataset = in_memory_batches(FEATURES, LABELS, batch_size=batch_size, shuffle=shuffle, seed=0)
+
+        assert int(dataset.cardinality()) == batches
+        assert len(list(dataset)) == batches
+
+
+def test_repeat_has_infinite_cardinality():
+    import tensorflow as tf
+
+    dataset = in_memory_batches(FEATURES, LABELS, batch_size=4, repeat=True)
+
+    assert int(dataset.cardinality()) == int(tf.data.INFINITE_CARDINALITY)
+
+
 def test_repeat_gives_full_batches():
     dataset = in_memory_batches(FEATURES, batch_size=4, shuffle=True, seed=1, repeat=True)
 

@@ -64,6 +64,17 @@ def test_adult_to_dataset_batches(adult):
     assert labels["income"].shape == (32,)
 
 
+def test_adult_to_dataset_shuffles_every_iteration(adult):
+    dataset = adult.validation.to_dataset(1000, shuffle=True, seed=0)
+
+    first = np.concatenate([features["fnlwgt"].numpy() for features, _ in dataset])
+    second = np.concatenate([features["fnlwgt"].numpy() for features, _ in dataset])
+
+    assert int(dataset.cardinality()) == -(-len(adult.validation) // 1000)
+    np.testing.assert_array_equal(np.sort(first), np.sort(adult.validation.features["fnlwgt"]))
+    assert not np.array_equal(first, second)
+
+
 def test_invalid_task_group():
     with pytest.raises(ValueError, match="`task_group` must be 1"):
         census.load_adult(task_group=3)
