@@ -90,17 +90,22 @@ def run_experts(inputs, mask, kernel, recurrent_kernel, bias, return_sequences):
         order = tf.argsort(
             tf.where(mask, positions, positions + time_steps), axis=1, stable=True
         )
-        inputs = tf.gather(inputs, order, batch_dims=1)
         # valid_counts[b, t] = number of valid steps of row b up to and including step t.
         valid_counts = tf.cumsum(tf.cast(mask, tf.int32), axis=1)
         lengths = valid_counts[:, -1]
         # Sort the rows by length, longest first, so that each chunk of rows below stops
         # after its own longest row's valid steps. Later steps are never read.
         by_length = tf.argsort(lengths, direction="DESCENDING", stable=True)
-        inputs = tf.gather(inputs, by_length)
         row_steps = tf.gather(lengths, by_length)
+        # One gather_nd builds the kernel's time-major input, time_major[t, j] =
+        # inputs[by_length[j], order[by_length[j], t]]: steps reordered, rows sorted and
+        # axes swapped in one copy, whose gradient is one scatter.
+        source_steps = tf.transpose(tf.gather(order, by_length))
+        source_rows = tf.broadcast_to(by_length[tf.newaxis, :], tf.shape(source_steps))
+        time_major = tf.gather_nd(inputs, tf.stack([source_rows, source_steps], axis=-1))
     else:
         row_steps = tf.fill([batch_size], time_steps)
+        time_major = tf.transpose(inputs, [1, 0, 2])
 
     def steps_of(chunk_row_steps):
         # The concatenated 0 makes an empty chunk run no step.
@@ -110,7 +115,6 @@ def run_experts(inputs, mask, kernel, recurrent_kernel, bias, return_sequences):
     gate_order = tf.concat(
         [tf.range(start * units, (start + 1) * units) for start in (0, 2, 1, 3)], axis=0
     )
-    time_major = tf.transpose(inputs, [1, 0, 2])
     no_peephole = tf.zeros((units,), dtype=inputs.dtype)
 
     # Expert e's kernel of the fused op is [W_e; U_e]: ([x_t, h_{t-1}]) @ [W_e; U_e] + b_e
@@ -188,21 +192,19 @@ def run_experts(inputs, mask, kernel, recurrent_kernel, bias, return_sequences):
             chunk_outputs, (time_steps, num_chunks * chunk_rows, num_experts, units)
         )[:, :batch_size]
 
-    # (time, batch, num_experts, units) -> (batch, time, num_experts, units)
-    outputs = tf.transpose(outputs, [1, 0, 2, 3])
-
     if mask is None:
-        return outputs if return_sequences else outputs[:, -1]
+        # (time, batch, num_experts, units) -> (batch, time, num_experts, units)
+        return tf.transpose(outputs, [1, 0, 2, 3]) if return_sequences else outputs[-1]
 
-    # Rows back in the order of the batch.
-    outputs = tf.gather(outputs, tf.math.invert_permutation(by_length))
-
-    # The output at step t is the reordered output number valid_counts[b, t] - 1, and zeros
-    # while no valid step has been seen.
+    # Row b's output at step t is the kernel's output number valid_counts[b, t] - 1 of the
+    # row's sorted position, and zeros while no valid step has been seen. One gather_nd
+    # takes it from the time-major outputs and puts the rows back in the batch's order.
     if return_sequences:
         seen = valid_counts
     else:
         seen = lengths[:, tf.newaxis]
-    gathered = tf.gather(outputs, tf.maximum(seen - 1, 0), batch_dims=1)
+    sorted_position = tf.math.invert_permutation(by_length)
+    target_rows = tf.broadcast_to(sorted_position[:, tf.newaxis], tf.shape(seen))
+    gathered = tf.gather_nd(outputs, tf.stack([tf.maximum(seen - 1, 0), target_rows], axis=-1))
     gathered = tf.where((seen > 0)[:, :, tf.newaxis, tf.newaxis], gathered, tf.zeros_like(gathered))
     return gathered if return_sequences else gathered[:, 0]
