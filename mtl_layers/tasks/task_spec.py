@@ -135,6 +135,10 @@ def compile_for_tasks(
     The model must have one output per task, named after the task (as the builders in
     `mtl_layers.models` create). Extra keyword arguments go to `model.compile`.
 
+    The task metrics are compiled as `weighted_metrics`: `sample_weight` in `fit` and
+    `evaluate` weights them as it weights the losses. Without sample weights they are the
+    plain metrics. Their names in the logs are the same either way, such as `income_auc`.
+
     Args:
         model: The multi-task model.
         tasks: The model's `TaskSpec`s.
@@ -156,7 +160,9 @@ def compile_for_tasks(
         optimizer=optimizer,
         loss={task.name: task.loss() for task in tasks},
         loss_weights={task.name: float(task.loss_weight) for task in tasks},
-        metrics={task.name: task.metrics() for task in tasks} if track_metrics else None,
+        # As weighted metrics, the task metrics use the sample weights that the losses use,
+        # for example the per-step weights that exclude padded steps of a sequence.
+        weighted_metrics={task.name: task.metrics() for task in tasks} if track_metrics else None,
         **compile_kwargs,
     )
     if IS_KERAS_2:

@@ -73,3 +73,27 @@ def test_compile_for_tasks_track_metrics(track_metrics):
     else:
         assert metric_names == []
     assert "loss" in history
+
+
+def test_compile_for_tasks_metrics_use_sample_weights():
+    import numpy as np
+
+    inputs = keras.Input((3,))
+    outputs = {
+        "a": keras.layers.Dense(1, activation="sigmoid", name="a")(inputs),
+        "b": keras.layers.Dense(1, name="b")(inputs),
+    }
+    model = keras.Model(inputs, outputs)
+    compile_for_tasks(model, [TaskSpec("a"), TaskSpec("b", kind="regression")])
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(32, 3)).astype("float32")
+    labels = {"a": np.ones((32, 1), "float32"), "b": rng.normal(size=(32, 1)).astype("float32")}
+    # Every other example is excluded, as padded steps are by sequence_sample_weights.
+    weights = {"a": np.ones(32, "float32"), "b": (np.arange(32) % 2).astype("float32")}
+
+    results = model.evaluate(features, labels, sample_weight=weights, return_dict=True, verbose=0)
+
+    predictions = model.predict_on_batch(features)["b"]
+    kept = weights["b"] == 1
+    expected_rmse = np.sqrt(np.mean((predictions[kept] - labels["b"][kept]) ** 2))
+    np.testing.assert_allclose(results["b_rmse"], expected_rmse, rtol=1e-5)
