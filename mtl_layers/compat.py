@@ -112,3 +112,11 @@ def is_keras_tensor(value) -> bool:
             # tf_keras raises for values that are not tensors at all, such as NumPy arrays.
             return False
     return isinstance(value, keras.KerasTensor)
+
+
+def is_input_tensor(value) -> bool:
+    """Return True when `value` is the tensor of a `keras.Input`, not the output of a layer."""
+    history = getattr(value, "_keras_history", None)
+    # Keras 3 names the producing layer `operation`, tf_keras names it `layer`.
+    layer = getattr(history, "operation", None) or getattr(history, "layer", None)
+    return isinstance(layer, keras.layers.InputLayer)

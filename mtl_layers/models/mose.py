@@ -22,9 +22,14 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from mtl_layers.compat import is_keras_tensor, keras
+from mtl_layers.compat import is_input_tensor, is_keras_tensor, keras
 from mtl_layers.layers import ExpertBank, SequentialExpert, TaskGate, _validation
-from mtl_layers.models.mose_layers import CausalMeanPooling, ClearMask, LastValidStep
+from mtl_layers.models.mose_layers import (
+    CausalMeanPooling,
+    ClearMask,
+    LastValidStep,
+    ZeroPaddedSteps,
+)
 from mtl_layers.models.towers import task_tower
 from mtl_layers.tasks import TaskSpec, check_tasks
 
@@ -45,7 +50,7 @@ def _sequence_inputs(sequence_features, mask, model_inputs):
             )
         sequence = keras.Input((None, num_features), name="sequence")
         mask = keras.Input((None,), dtype="bool", name="mask")
-        return {"sequence": sequence, "mask": mask}, sequence, mask
+        return {"sequence": sequence, "mask": mask}, _zero_padded(sequence, mask), mask
     if not is_keras_tensor(sequence_features) or len(sequence_features.shape) != 3:
         raise ValueError(
             "`sequence_features` must be the number of features per step, or a symbolic "
@@ -63,8 +68,28 @@ def _sequence_inputs(sequence_features, mask, model_inputs):
             f"valid steps, or None. Received: mask={mask!r}"
         )
     if model_inputs is None:
+        computed = [
+            tensor
+            for tensor in (sequence_features, mask)
+            if tensor is not None and not is_input_tensor(tensor)
+        ]
+        if computed:
+            raise ValueError(
+                "`model_inputs` must be given when `sequence_features` or `mask` is computed "
+                "by layers from other inputs; otherwise the model would start at the computed "
+                "tensor and leave those layers out. Pass the `keras.Input` tensors, for "
+                "example model_inputs={'movie_id': movie_id, 'mask': mask}. Received: "
+                f"model_inputs=None with computed tensors {computed!r}"
+            )
         model_inputs = [sequence_features] if mask is None else [sequence_features, mask]
-    return model_inputs, sequence_features, mask
+    return model_inputs, _zero_padded(sequence_features, mask), mask
+
+
+def _zero_padded(sequence, mask):
+    """Zero the padded steps of `sequence`, so that NaN there reaches no gradient."""
+    if mask is None:
+        return sequence
+    return ZeroPaddedSteps(name="zero_padded_steps")(sequence, mask=mask)
 
 
 def _check_output_steps(output_steps):

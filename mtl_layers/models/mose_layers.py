@@ -32,6 +32,40 @@ class ClearMask(keras.layers.Layer):
 
 
 @register_serializable
+class ZeroPaddedSteps(keras.layers.Layer):
+    """Set the features of padded time steps to zero, so that NaN there cannot spread.
+
+    `keras.layers.LSTM` computes its step at padded positions too and then keeps the
+    previous state. A NaN in a padded input leaves the outputs finite but makes the
+    weight gradients NaN. The MoSE builders apply this layer before the shared bottom.
+
+    Call arguments:
+        inputs: `(batch_size, time, features)`.
+        mask: `(batch_size, time)` boolean or 0/1 tensor, True or 1 at valid steps. The
+            output carries it on as its Keras mask.
+
+    Output shape:
+        The input shape.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_masking = True
+
+    def call(self, inputs, mask=None):
+        if mask is None:
+            return inputs
+        valid = ops.expand_dims(ops.not_equal(ops.cast(mask, "int32"), 0), -1)
+        return ops.where(valid, inputs, ops.zeros_like(inputs))
+
+    def compute_mask(self, inputs, mask=None):
+        return mask
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+@register_serializable
 class LastValidStep(keras.layers.Layer):
     """Select each row's features at its last valid time step.
 

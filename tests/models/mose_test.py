@@ -82,6 +82,28 @@ def test_padded_steps_do_not_change_predictions(architecture):
         )
 
 
+@pytest.mark.parametrize("architecture", ["mose"] + list(ARCHITECTURES))
+def test_nan_at_padded_steps_keeps_weights_finite(architecture):
+    if architecture == "mose":
+        model = mtl.models.mose(TASKS, FEATURES, num_experts=2)
+    else:
+        model = mtl.models.mose_baseline(TASKS, FEATURES, architecture)
+    compile_for_tasks(model, TASKS, optimizer=keras.optimizers.SGD(0.1))
+    inputs, labels = _data()
+    inputs["sequence"][~MASK] = np.nan
+
+    model.fit(
+        inputs,
+        labels,
+        sample_weight=mtl.models.sequence_sample_weights(TASKS, MASK),
+        epochs=1,
+        verbose=0,
+    )
+
+    for weight in model.weights:
+        assert np.all(np.isfinite(ops.convert_to_numpy(weight))), weight.name
+
+
 def test_last_step_output_equals_step_output():
     inputs, _ = _data()
     every_step = mtl.models.mose(TASKS, FEATURES, num_experts=2)
@@ -172,6 +194,14 @@ def test_tensor_inputs_with_embedding():
     ids = np.array([[1, 2, 0], [0, 5, 6]], "int32")
     outputs = model({"item": ids, "numbers": np.ones((2, 3, 2), "float32")})
     assert tuple(outputs["click"].shape) == (2, 3, 1)
+
+
+def test_computed_features_need_model_inputs():
+    items = keras.Input((None,), dtype="int32", name="item")
+    sequence = keras.layers.Embedding(20, 3)(items)
+
+    with pytest.raises(ValueError, match="`model_inputs` must be given"):
+        mtl.models.mose(TASKS, sequence)
 
 
 def test_keras_file_round_trip(tmp_path):
