@@ -201,6 +201,19 @@ class TaskGate(keras.layers.Layer):
                 )
 
     def call(self, expert_outputs, gate_inputs, training=None):
+        if gate_inputs is None:
+            raise ValueError(
+                "TaskGate needs `gate_inputs`, the features that the gate reads (for example "
+                "the input of the ExpertBank). Received: gate_inputs=None."
+            )
+        expert_dtype = ops.dtype(expert_outputs)
+        if not expert_dtype.startswith(("float", "bfloat")):
+            # The mixing weights are cast to the experts' dtype, and in an integer dtype
+            # every weight below 1 would become 0.
+            raise ValueError(
+                "The expert outputs must be floating point. Received: expert_outputs dtype="
+                f"{expert_dtype}. Cast them to float32 first."
+            )
         if not self.logits_layer.built:
             # tf_keras reaches this point without having seen the gate input's shape.
             self._check_gate_inputs_shape(tuple(expert_outputs.shape), tuple(gate_inputs.shape))
@@ -247,11 +260,15 @@ class TaskGate(keras.layers.Layer):
         return variance / (ops.square(mean) + 1e-10)
 
     def _track_utilization(self, weights):
-        batch_mean = ops.mean(ops.reshape(weights, (-1, self.num_experts)), axis=0)
+        rows = ops.reshape(weights, (-1, self.num_experts))
+        count = ops.cast(ops.shape(rows)[0], "float32")
+        batch_mean = ops.sum(rows, axis=0) / ops.maximum(count, 1.0)
         momentum = self.utilization_momentum
-        self.expert_utilization.assign(
-            momentum * self.expert_utilization + (1.0 - momentum) * batch_mean
-        )
+        previous = ops.convert_to_tensor(self.expert_utilization)
+        updated = momentum * previous + (1.0 - momentum) * batch_mean
+        # An empty batch (a replica's share of a short last batch can be one) leaves the
+        # average unchanged instead of making it NaN for good.
+        self.expert_utilization.assign(ops.where(count > 0, updated, previous))
 
     def compute_mask(self, inputs, mask=None):
         return None

@@ -125,6 +125,29 @@ def test_task_gate_gradients_reach_gate_and_experts(gradients):
     assert np.all(np.abs(expert_gradient).sum(axis=(0, 2)) > 0)
 
 
+def test_task_gate_utilization_skips_empty_batch():
+    experts, gate_inputs = _inputs()
+    gate = mtl.TaskGate(4, utilization_momentum=0.5)
+    gate(experts, gate_inputs, training=True)
+    before = ops.convert_to_numpy(gate.expert_utilization)
+
+    gate(experts[:0], gate_inputs[:0], training=True)
+
+    np.testing.assert_array_equal(ops.convert_to_numpy(gate.expert_utilization), before)
+
+
+def test_task_gate_rejects_integer_experts():
+    experts, gate_inputs = _inputs()
+    with pytest.raises(ValueError, match="expert outputs must be floating point"):
+        mtl.TaskGate(4)(experts.astype("int32"), gate_inputs)
+
+
+def test_task_gate_rejects_missing_gate_inputs():
+    experts, _ = _inputs()
+    with pytest.raises(ValueError, match="Received: gate_inputs=None"):
+        mtl.TaskGate(4)(experts, None)
+
+
 def test_task_gate_extreme_logits_finite():
     experts, _ = _inputs(batch=8, features=5)
     gate_inputs = RNG.choice([-1e4, 1e4], size=(8, 5)).astype("float32")
