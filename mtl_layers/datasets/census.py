@@ -23,10 +23,12 @@ feature and is dropped. Adult's test labels end with a `.`, which is removed.
 
 import csv
 import dataclasses
+import numbers
 import pathlib
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+from absl import logging
 
 from mtl_layers.datasets import batching, files
 from mtl_layers.models.features import FeatureSpec
@@ -207,12 +209,16 @@ def _feature_specs(train: Split, numeric: Sequence[str], embedding_dim: int) -> 
     specs = []
     for name, values in train.features.items():
         if name in numeric:
+            variance = float(np.var(values))
+            # A column that is constant in training (a small subset, for example) gets
+            # variance 1, because FeatureSpec rejects 0, and scaling by 1 keeps the
+            # centred values finite and small.
             specs.append(
                 FeatureSpec(
                     name,
                     "numeric",
                     mean=float(np.mean(values)),
-                    variance=float(np.var(values)),
+                    variance=variance if variance > 0 else 1.0,
                 )
             )
         else:
@@ -236,11 +242,46 @@ def _task_specs(task_group: int, tower_units: Tuple[int, ...]) -> List[TaskSpec]
 
 
 def _check_task_group(task_group: int) -> None:
-    if task_group not in TASK_GROUPS:
+    if (
+        isinstance(task_group, bool)
+        or not isinstance(task_group, numbers.Integral)
+        or task_group not in TASK_GROUPS
+    ):
         raise ValueError(
             f"`task_group` must be 1 (income, never married) or 2 (college education, never "
-            f"married). Received: task_group={task_group!r}"
+            f"married), as an integer. Received: task_group={task_group!r}"
         )
+
+
+def _check_arguments(task_group, validation_fraction, seed, embedding_dim, tower_units) -> None:
+    """Validate the loader arguments before any file is read."""
+    _check_task_group(task_group)
+    if (
+        isinstance(validation_fraction, bool)
+        or not isinstance(validation_fraction, numbers.Real)
+        or not 0.0 <= validation_fraction < 1.0
+    ):
+        raise ValueError(
+            "`validation_fraction` must be a number in [0, 1). Received: "
+            f"validation_fraction={validation_fraction!r}"
+        )
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"`seed` must be an integer >= 0. Received: seed={seed!r}")
+    if (
+        isinstance(embedding_dim, bool)
+        or not isinstance(embedding_dim, numbers.Integral)
+        or embedding_dim < 1
+    ):
+        raise ValueError(
+            f"`embedding_dim` must be an integer >= 1. Received: embedding_dim={embedding_dim!r}"
+        )
+    if isinstance(tower_units, (str, bytes)) or not isinstance(tower_units, Sequence):
+        raise ValueError(
+            "`tower_units` must be a sequence of integers >= 1, for example (8,). "
+            f"Received: tower_units={tower_units!r}"
+        )
+    # TaskSpec checks every entry.
+    _task_specs(task_group, tuple(tower_units))
 
 
 def _subset(columns: Dict[str, np.ndarray], indices: np.ndarray) -> Dict[str, np.ndarray]:
@@ -268,17 +309,31 @@ def _build(
     )
 
 
-def _adult_file(name: str, data_dir: Optional[pathlib.Path], download: bool) -> pathlib.Path:
-    folders = [PACKAGED_ADULT_DIR]
-    if data_dir is not None:
-        folders = [pathlib.Path(data_dir), pathlib.Path(data_dir) / "uci-adult"] + folders
-    path = files.find_file(folders, [name, name + ".gz"])
+def _adult_folders(data_dir: Optional[pathlib.Path]) -> List[pathlib.Path]:
+    """Return the folders to search: only `data_dir` and its `uci-adult/` when it is given."""
+    if data_dir is None:
+        return [PACKAGED_ADULT_DIR]
+    folder = files.check_data_dir(
+        data_dir,
+        "adult.data and adult.test (plain or .gz)",
+        f"Download them from {ADULT_URL}, or omit `data_dir` to use the packaged copy.",
+    )
+    return [folder, folder / "uci-adult"]
+
+
+def _adult_file(name: str, folders: List[pathlib.Path], download: bool) -> pathlib.Path:
+    names = [name, name + ".gz"]
+    path = files.find_file(folders, names)
     if path is None:
+        searched = [str(folder) for folder in folders]
         if not download:
             raise FileNotFoundError(
-                f"{name} not found in {[str(folder) for folder in folders]}. Pass the folder "
-                "that contains it as `data_dir`, or `download=True`."
+                f"{name} (or {name}.gz) not found in `data_dir` (searched {searched})."
+                f"{files.not_regular_files(folders, names)} Copy it there from {ADULT_URL}, "
+                "pass `download=True` to download it into the cache, or omit `data_dir` to "
+                "use the packaged copy."
             )
+        logging.warning("%s not found in %s; using download=True to fetch it into the cache.", name, searched)
         path = files.download(ADULT_URL + name, files.cache_dir() / "uci-adult" / name, ADULT_SHA256[name])
     files.verify_sha256(path, ADULT_SHA256[name])
     return path
@@ -299,24 +354,28 @@ def load_adult(
         task_group: 1 (income, never married) or 2 (college education, never married).
         validation_fraction: Fraction of `adult.data` held out for validation, drawn with
             `seed`.
-        seed: Seed of the validation draw.
-        data_dir: Optional folder with `adult.data` and `adult.test` (plain or `.gz`);
-            the packaged copy is used otherwise.
-        download: Download from the UCI repository when the files are not found.
+        seed: Seed of the validation draw, an integer >= 0.
+        data_dir: Optional folder with `adult.data` and `adult.test` (plain or `.gz`),
+            directly or in its `uci-adult/` subfolder. When it is given, only it is
+            searched. When it is None, the packaged copy is used.
+        download: Download files missing from `data_dir` from the UCI repository into
+            the cache (`$MTL_LAYERS_CACHE_DIR/uci-adult`).
         embedding_dim: Embedding size of the categorical features.
         tower_units: Tower sizes of the returned task specifications.
 
     Returns:
         A `CensusData` with 32,561 - validation rows for training and 16,281 test rows.
+
+    Raises:
+        ValueError: An argument is invalid.
+        FileNotFoundError: `data_dir` is not a folder, or lacks a file and `download`
+            is False.
+        mtl_layers.datasets.files.ChecksumError: A file differs from the official one.
     """
-    _check_task_group(task_group)
-    if not 0.0 <= validation_fraction < 1.0:
-        raise ValueError(
-            "`validation_fraction` must be in [0, 1). Received: "
-            f"validation_fraction={validation_fraction!r}"
-        )
-    train_path = _adult_file("adult.data", data_dir, download)
-    test_path = _adult_file("adult.test", data_dir, download)
+    _check_arguments(task_group, validation_fraction, seed, embedding_dim, tower_units)
+    folders = _adult_folders(data_dir)
+    train_path = _adult_file("adult.data", folders, download)
+    test_path = _adult_file("adult.test", folders, download)
     train_rows = _read_rows(train_path, len(ADULT_COLUMNS), skip_first_line=False)
     test_rows = _read_rows(test_path, len(ADULT_COLUMNS), skip_first_line=True)
     all_train = _columns(train_rows, ADULT_COLUMNS)
@@ -336,13 +395,18 @@ def load_adult(
 
 
 def _kdd_folders(data_dir: Optional[pathlib.Path]) -> List[pathlib.Path]:
-    roots = [pathlib.Path(data_dir)] if data_dir is not None else []
+    """Return the folders to search: only `data_dir` (and a subfolder) when it is given."""
+    if data_dir is not None:
+        root = files.check_data_dir(
+            data_dir,
+            "census-income.test (plain or .gz) and optionally census-income.data",
+            f"Download them from {KDD_URL}, or pass `download=True` without `data_dir`.",
+        )
+        return [root, root / "census-income-kdd"]
+    folders = []
     default = files.default_data_dir()
     if default is not None:
-        roots.append(default)
-    folders = []
-    for root in roots:
-        folders += [root, root / "census-income-kdd"]
+        folders += [default, default / "census-income-kdd"]
     return folders + [files.cache_dir() / "census-income-kdd"]
 
 
@@ -358,8 +422,9 @@ def load_census_kdd(
     """Load UCI Census-Income (KDD) for the MMoE paper's task groups.
 
     Files are looked up as `census-income.data[.gz]` and `census-income.test[.gz]` in
-    `data_dir`, `data_dir/census-income-kdd`, the same two under `MTL_LAYERS_DATA_DIR`,
-    and the download cache. With both files, the official split is used and
+    `data_dir` and `data_dir/census-income-kdd` only, when `data_dir` is given. Without
+    it, they are looked up in the same two under `MTL_LAYERS_DATA_DIR`, then in the
+    download cache. With both files, the official split is used and
     `validation_fraction` of the training file is held out. With only the test file
     (99,762 rows), it is split 50/25/25 into train, validation and test with `seed`.
 
@@ -367,17 +432,30 @@ def load_census_kdd(
         task_group: 1 (income, never married) or 2 (college education, never married).
         data_dir: Folder with the files; see above for the other places searched.
         download: Download missing files from the UCI repository into the cache.
-        seed: Seed of the random splits.
-        validation_fraction: Hold-out fraction of the training file (official split only).
+        seed: Seed of the random splits, an integer >= 0.
+        validation_fraction: Hold-out fraction of the training file (official split
+            only), in [0, 1).
         embedding_dim: Embedding size of the categorical features.
         tower_units: Tower sizes of the returned task specifications.
+
+    Raises:
+        ValueError: An argument is invalid.
+        FileNotFoundError: `data_dir` is not a folder, or census-income.test is not
+            found and `download` is False.
+        mtl_layers.datasets.files.ChecksumError: A file differs from the official one.
     """
-    _check_task_group(task_group)
+    _check_arguments(task_group, validation_fraction, seed, embedding_dim, tower_units)
     folders = _kdd_folders(data_dir)
     paths = {}
     for name in ("census-income.data", "census-income.test"):
         path = files.find_file(folders, [name, name + ".gz"])
         if path is None and download:
+            if data_dir is not None:
+                logging.warning(
+                    "%s not found in %s; using download=True to fetch it into the cache.",
+                    name,
+                    [str(folder) for folder in folders],
+                )
             path = files.download(
                 KDD_URL + name + ".gz",
                 files.cache_dir() / "census-income-kdd" / (name + ".gz"),
@@ -387,10 +465,14 @@ def load_census_kdd(
             files.verify_sha256(path, KDD_SHA256[name])
             paths[name] = path
     if "census-income.test" not in paths:
+        names = ["census-income.test", "census-income.test.gz"]
+        if data_dir is not None:
+            fix = f"Copy it there from {KDD_URL}, or pass `download=True` to download it into the cache."
+        else:
+            fix = "Pass its folder as `data_dir`, set MTL_LAYERS_DATA_DIR, or use `download=True`."
         raise FileNotFoundError(
             "census-income.test(.gz) not found in any of "
-            f"{[str(folder) for folder in folders]}. Pass its folder as `data_dir`, set "
-            "MTL_LAYERS_DATA_DIR, or use `download=True`."
+            f"{[str(folder) for folder in folders]}.{files.not_regular_files(folders, names)} {fix}"
         )
 
     rng = np.random.default_rng(seed)

@@ -70,6 +70,42 @@ def verify_sha256(path: pathlib.Path, expected: str) -> None:
         )
 
 
+def check_data_dir(data_dir, expected: str, how_to_get: str) -> pathlib.Path:
+    """Return an explicit `data_dir` as a path, or raise when it is not an existing folder.
+
+    Loaders call this only for a `data_dir` that the caller passed, and then search only
+    there, so a mistyped folder fails here instead of falling back to another copy.
+
+    Args:
+        data_dir: The folder that the caller passed. A leading `~` is expanded.
+        expected: The files that the folder should contain, for the message.
+        how_to_get: How to obtain the files, for the message.
+    """
+    path = pathlib.Path(data_dir).expanduser()
+    if not path.is_dir():
+        state = "is not a folder" if path.exists() else "does not exist"
+        raise FileNotFoundError(
+            f"`data_dir` must be an existing folder with {expected}. Received: "
+            f"data_dir={str(data_dir)!r}, which {state}. {how_to_get}"
+        )
+    return path
+
+
+def not_regular_files(folders: Sequence[pathlib.Path], names: Sequence[str]) -> str:
+    """Return a sentence naming each `folder / name` that exists but is not a file, or "".
+
+    `find_file` skips such paths (a folder named like a data file, for example), so a
+    missing-file message adds this sentence to explain why they were not used.
+    """
+    blocked = [
+        str(pathlib.Path(folder) / name)
+        for folder in folders
+        for name in names
+        if (pathlib.Path(folder) / name).exists() and not (pathlib.Path(folder) / name).is_file()
+    ]
+    return f" These paths exist but are not regular files: {blocked}." if blocked else ""
+
+
 def find_file(folders: Sequence[pathlib.Path], names: Sequence[str]) -> Optional[pathlib.Path]:
     """Return the first existing `folder / name`, trying folders in order, else None."""
     for folder in folders:

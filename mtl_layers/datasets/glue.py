@@ -16,6 +16,7 @@ mark and CoLA has no header row.
 
 import csv
 import dataclasses
+import numbers
 import pathlib
 import shutil
 import tempfile
@@ -102,35 +103,46 @@ def task_file(
 ) -> pathlib.Path:
     """Return the verified path of `<TASK>/<split>.tsv`, downloading it if allowed.
 
-    Looks in `data_dir` (default `$MTL_LAYERS_DATA_DIR/glue`), then in the download
-    cache (`$MTL_LAYERS_CACHE_DIR/glue`). With `download=True` a missing file of CoLA,
-    RTE, STS-B or SST-2 is fetched from the official GLUE archive into the cache.
+    When `data_dir` is given, only `data_dir/<TASK>` is searched. Without it, the loader
+    looks in `$MTL_LAYERS_DATA_DIR/glue`, then in the download cache
+    (`$MTL_LAYERS_CACHE_DIR/glue`). With `download=True` a file of CoLA, RTE, STS-B or
+    SST-2 that is not found is taken from the cache, or fetched from the official GLUE
+    archive into the cache.
     """
     _check_task(task)
     if split not in SPLITS:
         raise ValueError(f"`split` must be one of {SPLITS}. Received: split={split!r}")
-    folders = [pathlib.Path(data_dir)] if data_dir is not None else []
-    if data_dir is None and default_glue_dir() is not None:
-        folders.append(default_glue_dir())
+    hint = (
+        "Pass download=True to fetch it from the official GLUE archive into the cache."
+        if task in ARCHIVE_URLS
+        else "GLUE builds MRPC from Microsoft's MSR Paraphrase Corpus installer, so "
+        "run GLUE's download_glue_data.py and copy its MRPC folder there."
+    )
     cache = files.cache_dir() / "glue"
-    folders.append(cache)
+    if data_dir is not None:
+        folders = [files.check_data_dir(data_dir, f"{task}/{split}.tsv", hint)]
+    else:
+        folders = [default_glue_dir()] if default_glue_dir() is not None else []
+        folders.append(cache)
 
-    path = files.find_file([folder / task for folder in folders], [f"{split}.tsv"])
+    name = f"{split}.tsv"
+    path = files.find_file([folder / task for folder in folders], [name])
     if path is None and download and task in ARCHIVE_URLS:
-        _download_task(task, cache)
-        path = cache / task / f"{split}.tsv"
+        if data_dir is not None:
+            logging.warning(
+                "%s/%s not found in %s; using download=True to take it from the cache %s.",
+                task, name, folders[0], cache,
+            )  # fmt: skip
+        path = cache / task / name
+        if not path.is_file():
+            _download_task(task, cache)
     if path is None:
-        hint = (
-            "Pass download=True to fetch it from the official GLUE archive."
-            if task in ARCHIVE_URLS
-            else "GLUE builds MRPC from Microsoft's MSR Paraphrase Corpus installer, so "
-            "run GLUE's download_glue_data.py and copy its MRPC folder there."
-        )
-        searched = ", ".join(str(folder / task) for folder in folders)
+        task_folders = [folder / task for folder in folders]
+        searched = ", ".join(str(folder) for folder in task_folders)
         raise FileNotFoundError(
-            f"GLUE file {task}/{split}.tsv not found (searched {searched}). Set "
-            f"MTL_LAYERS_DATA_DIR to a folder with glue/{task}/{split}.tsv or pass "
-            f"data_dir. {hint}"
+            f"GLUE file {task}/{name} not found (searched {searched})."
+            f"{files.not_regular_files(task_folders, [name])} Set MTL_LAYERS_DATA_DIR to a "
+            f"folder with glue/{task}/{name} or pass data_dir. {hint}"
         )
     files.verify_sha256(path, SHA256[(task, split)])
     return path
@@ -203,7 +215,17 @@ def load_split(task: str, split: str, data_dir=None, download: bool = False) -> 
 def load_glue(
     tasks: Sequence[str] = TASK_NAMES, data_dir=None, download: bool = False
 ) -> Dict[str, Dict[str, GlueSplit]]:
-    """Return `{task: {"train": GlueSplit, "dev": GlueSplit}}` for the given tasks."""
+    """Return `{task: {"train": GlueSplit, "dev": GlueSplit}}` for the given tasks.
+
+    `tasks` is a sequence of task names, or one name as a string.
+    """
+    if isinstance(tasks, str):
+        tasks = [tasks]
+    tasks = list(tasks)
+    if not tasks:
+        raise ValueError(f"`tasks` must name at least one of {TASK_NAMES}. Received: tasks=[]")
+    for task in tasks:
+        _check_task(task)
     return {
         task: {split: load_split(task, split, data_dir, download) for split in SPLITS}
         for task in tasks
@@ -251,7 +273,32 @@ class PairTokenizer:
         second_sentences: Optional[Sequence[str]],
         sequence_length: int,
     ) -> np.ndarray:
-        """Return int32 ids of shape `(len(sentences), sequence_length)`."""
+        """Return int32 ids of shape `(len(sentences), sequence_length)`.
+
+        `sequence_length` must be at least 1 for single sentences, and at least 2 for
+        pairs, which need room for the separator and one token. A pair that does not
+        fit loses tokens from the end of its longer sentence first, so one sentence of
+        a pair may lose all of its tokens.
+        """
+        minimum = 1 if second_sentences is None else 2
+        if (
+            isinstance(sequence_length, bool)
+            or not isinstance(sequence_length, numbers.Integral)
+            or sequence_length < minimum
+        ):
+            kind = "single sentences" if second_sentences is None else "pairs (separator and 1 token)"
+            raise ValueError(
+                f"`sequence_length` must be an integer >= {minimum} for {kind}. "
+                f"Received: sequence_length={sequence_length!r}"
+            )
+        sentences = _check_sentences("sentences", sentences)
+        if second_sentences is not None:
+            second_sentences = _check_sentences("second_sentences", second_sentences)
+            if len(second_sentences) != len(sentences):
+                raise ValueError(
+                    "`second_sentences` must have one entry per sentence. Received: "
+                    f"{len(sentences)} sentences and {len(second_sentences)} second sentences."
+                )
         first = self._ids(sentences)
         second = self._ids(second_sentences) if second_sentences is not None else None
         encoded = np.zeros((len(first), sequence_length), dtype="int32")
@@ -259,16 +306,29 @@ class PairTokenizer:
             if second is None:
                 ids = ids[:sequence_length]
             else:
-                other = second[row]
-                budget = sequence_length - 1
-                while len(ids) + len(other) > budget:
-                    if len(ids) >= len(other):
-                        ids = ids[:-1]
-                    else:
-                        other = other[:-1]
-                ids = ids + [self.separator_id] + other
+                ids = self._join_pair(ids, second[row], sequence_length - 1)
             encoded[row, : len(ids)] = ids
         return encoded
+
+    def _join_pair(self, ids: List[int], other: List[int], budget: int) -> List[int]:
+        """Join a pair as `[ids] [SEP] [other]`, cutting the longer side to `budget` tokens."""
+        # `encode` ensures budget >= 1, and each step removes one token, so the loop ends
+        # after at most len(ids) + len(other) steps.
+        while len(ids) + len(other) > budget:
+            if len(ids) >= len(other):
+                ids = ids[:-1]
+            else:
+                other = other[:-1]
+        return ids + [self.separator_id] + other
+
+
+def _check_sentences(name: str, sentences) -> List[str]:
+    if isinstance(sentences, (str, bytes)):
+        raise ValueError(
+            f"`{name}` must be a sequence of strings, not one string. Wrap a single "
+            f"sentence in a list. Received: {name}={sentences!r}"
+        )
+    return list(sentences)
 
 
 def _ranks(values: np.ndarray) -> np.ndarray:
@@ -298,6 +358,10 @@ def compute_metrics(task: str, labels, predictions) -> Dict[str, float]:
     `predictions` are probabilities of class 1 (thresholded at 0.5) for the
     classification tasks and scores for STS-B. Matthews correlation, F1 and the
     correlations are 0 when undefined (a constant prediction).
+
+    Raises:
+        ValueError: `task` is unknown, the inputs are empty or differ in length, or
+            they contain NaN or infinite values.
     """
     _check_task(task)
     labels = np.asarray(labels, dtype="float64").reshape(-1)
@@ -305,8 +369,26 @@ def compute_metrics(task: str, labels, predictions) -> Dict[str, float]:
     if labels.shape != predictions.shape:
         raise ValueError(
             "`labels` and `predictions` must have the same length. Received: "
-            f"{labels.shape[0]} labels, {predictions.shape[0]} predictions."
+            f"{labels.shape[0]} labels, {predictions.shape[0]} predictions for task {task!r}."
         )
+    if labels.size == 0:
+        raise ValueError(
+            f"`labels` and `predictions` must contain at least one example. Received: "
+            f"0 examples for task {task!r}."
+        )
+    fixes = {
+        "labels": "Remove those examples or correct their labels.",
+        "predictions": "Non-finite outputs usually mean that the model diverged, so lower "
+        "the learning rate or check the inputs, then predict again.",
+    }
+    for name, values in (("labels", labels), ("predictions", predictions)):
+        bad = np.flatnonzero(~np.isfinite(values))
+        if bad.size:
+            raise ValueError(
+                f"`{name}` must be finite for task {task!r}. Received: {bad.size} NaN or "
+                f"infinite values among {values.size}, the first at index {bad[0]} "
+                f"({values[bad[0]]}). {fixes[name]}"
+            )
     results = {}
     if KINDS[task] == "binary":
         predicted = predictions >= 0.5

@@ -24,12 +24,15 @@ unseen. Files come from a folder or from a GroupLens download, and `u.data`, `u.
 
 import dataclasses
 import math
+import numbers
 import pathlib
 from typing import Dict, List, Optional
 
 import numpy as np
 
+from mtl_layers.datasets import files
 from mtl_layers.tasks import TaskSpec
+from mtl_layers.tfrs import movielens_data
 from mtl_layers.tfrs.movielens_data import GENRES, LIKED_THRESHOLD, find_movielens_dir
 
 NUM_MOVIES = 1682
@@ -141,6 +144,36 @@ def _windows(users, max_length: int) -> SequenceSplit:
     return SequenceSplit(movie_id, features, mask, {"rating": rating, "liked": liked}, user_id)
 
 
+def _split_sizes(num_users: int, validation_fraction: float, test_fraction: float):
+    """Return `(num_train, num_validation, num_test)` users. Validation and test get at least 1."""
+    num_test = max(1, int(math.floor(test_fraction * num_users)))
+    num_validation = max(1, int(math.floor(validation_fraction * num_users)))
+    return num_users - num_test - num_validation, num_validation, num_test
+
+
+def _min_users(validation_fraction: float, test_fraction: float) -> int:
+    """Return the fewest users that leave at least one user in every split."""
+    num_users = 3
+    # The training share 1 - validation_fraction - test_fraction is positive, so the
+    # training split grows with the user count and the loop ends.
+    while _split_sizes(num_users, validation_fraction, test_fraction)[0] < 1:
+        num_users += 1
+    return num_users
+
+
+def _check_max_users(max_users, validation_fraction: float, test_fraction: float) -> None:
+    if max_users is None:
+        return
+    minimum = _min_users(validation_fraction, test_fraction)
+    if isinstance(max_users, bool) or not isinstance(max_users, numbers.Integral) or max_users < minimum:
+        raise ValueError(
+            f"`max_users` must be None or an integer >= {minimum}, so that the train, "
+            f"validation and test splits each get at least one user (with "
+            f"validation_fraction={validation_fraction} and test_fraction={test_fraction}). "
+            f"Received: max_users={max_users!r}"
+        )
+
+
 def load_movielens_sequences(
     data_dir: Optional[pathlib.Path] = None,
     download: bool = False,
@@ -155,17 +188,23 @@ def load_movielens_sequences(
 
     Args:
         data_dir: Folder with `u.data`, `u.item` and `u.user` (or its `movielens-100k/`
-            subfolder). Defaults to `$MTL_LAYERS_DATA_DIR`, then the download cache.
-        download: Download the GroupLens archive when the files are not found.
+            subfolder). When it is given, only it is searched. When it is None, the
+            files are searched in `$MTL_LAYERS_DATA_DIR`, then in the download cache.
+        download: Download the GroupLens archive into the cache when the files are
+            not found.
         max_length: Steps per window, an integer >= 2.
         validation_fraction: Fraction of users in the validation split.
         test_fraction: Fraction of users in the test split.
-        seed: Seed of the user split.
-        max_users: Keep only this many users (a random subset), for quick runs.
+        seed: Seed of the user split, an integer >= 0.
+        max_users: Keep only this many users (a random subset), for quick runs. It
+            must be large enough to leave a user in every split (3 with the default
+            fractions). None keeps all 943 users, as does any larger value.
         tower_units: Tower sizes of the two `TaskSpec`s.
 
     Raises:
-        FileNotFoundError: The files are missing and `download` is False.
+        ValueError: An argument is invalid.
+        FileNotFoundError: `data_dir` is not a folder, or the files are missing and
+            `download` is False.
         mtl_layers.datasets.files.ChecksumError: A file differs from the official one.
     """
     if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
@@ -178,6 +217,9 @@ def load_movielens_sequences(
             "`validation_fraction + test_fraction` must be below 1 to leave training users. "
             f"Received: {validation_fraction} + {test_fraction}."
         )
+    _check_max_users(max_users, validation_fraction, test_fraction)
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"`seed` must be an integer >= 0. Received: seed={seed!r}")
     folder = find_movielens_dir(data_dir, download=download)
     ratings = np.loadtxt(folder / "u.data", dtype=np.int64, delimiter="\t")
     genres = _read_genres(folder / "u.item")
@@ -187,8 +229,7 @@ def load_movielens_sequences(
     order = rng.permutation(len(users))
     if max_users is not None:
         order = order[:max_users]
-    num_test = max(1, int(math.floor(test_fraction * len(order))))
-    num_validation = max(1, int(math.floor(validation_fraction * len(order))))
+    _, num_validation, num_test = _split_sizes(len(order), validation_fraction, test_fraction)
     test = [users[index] for index in order[:num_test]]
     validation = [users[index] for index in order[num_test : num_test + num_validation]]
     train = [users[index] for index in order[num_test + num_validation :]]

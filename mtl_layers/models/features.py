@@ -17,7 +17,7 @@ from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from mtl_layers.compat import is_keras_tensor, keras
+from mtl_layers.compat import is_input_tensor, is_keras_tensor, keras
 from mtl_layers.layers._initializers import copy_initializer
 from mtl_layers.layers.packed_embedding import PackedEmbedding
 
@@ -36,10 +36,12 @@ class FeatureSpec:
         kind: `"numeric"` (float, normalised with `mean` and `variance`),
             `"categorical"` (string, looked up in `vocabulary` and embedded) or
             `"integer_categorical"` (integer id, looked up in `vocabulary` and embedded).
-        vocabulary: Known values of a categorical feature. Unknown values map to one
-            out-of-vocabulary bucket.
+        vocabulary: Known values of a categorical feature, a sequence (not one string):
+            strings for `"categorical"`, integers for `"integer_categorical"`. Unknown
+            values map to one out-of-vocabulary bucket.
         mean: Mean of a numeric feature on the training data.
-        variance: Variance of a numeric feature on the training data (>= 0).
+        variance: Variance of a numeric feature on the training data (> 0). For a
+            column that is constant in training, pass 1.0.
         embedding_dim: Embedding size of a categorical feature.
     """
 
@@ -61,17 +63,26 @@ class FeatureSpec:
                 f"`kind` must be one of {FEATURE_KINDS}. Received: kind={self.kind!r} for "
                 f"feature {self.name!r}"
             )
+        if isinstance(self.vocabulary, (str, bytes)):
+            raise ValueError(
+                f"`vocabulary` must be a sequence of values, not one string, which would be "
+                f"split into characters. Wrap a single value in a tuple. Received: "
+                f"vocabulary={self.vocabulary!r} for feature {self.name!r}"
+            )
         object.__setattr__(self, "vocabulary", tuple(self.vocabulary))
         if self.kind != "numeric" and not self.vocabulary:
             raise ValueError(
                 f"`vocabulary` must be non-empty for the {self.kind} feature {self.name!r}. "
                 "Received: vocabulary=()"
             )
+        self._check_vocabulary_types()
         if self.kind == "numeric":
-            if not math.isfinite(self.mean) or not math.isfinite(self.variance) or self.variance < 0:
+            if not math.isfinite(self.mean) or not math.isfinite(self.variance) or self.variance <= 0:
                 raise ValueError(
-                    "`mean` must be finite and `variance` finite and >= 0. Received: "
-                    f"mean={self.mean!r}, variance={self.variance!r} for feature {self.name!r}"
+                    "`mean` must be finite and `variance` finite and > 0, because values are "
+                    "divided by sqrt(variance). For a column that is constant in training, "
+                    f"pass variance=1.0. Received: mean={self.mean!r}, "
+                    f"variance={self.variance!r} for feature {self.name!r}"
                 )
         if (
             isinstance(self.embedding_dim, bool)
@@ -83,12 +94,32 @@ class FeatureSpec:
                 f"embedding_dim={self.embedding_dim!r} for feature {self.name!r}"
             )
 
+    def _check_vocabulary_types(self) -> None:
+        if self.kind == "categorical":
+            wrong = [value for value in self.vocabulary if not isinstance(value, str)]
+            expected = "strings, as StringLookup takes them"
+        elif self.kind == "integer_categorical":
+            wrong = [value for value in self.vocabulary if not _is_integer(value)]
+            expected = "integers, as IntegerLookup takes them"
+        else:
+            return
+        if wrong:
+            raise ValueError(
+                f"`vocabulary` of the {self.kind} feature {self.name!r} must contain "
+                f"{expected}. Received {len(wrong)} of {len(self.vocabulary)} values of "
+                f"another type, the first {wrong[0]!r} ({type(wrong[0]).__name__})."
+            )
+
     @property
     def dtype(self) -> str:
         """Dtype of the raw input."""
         return {"numeric": "float32", "categorical": "string", "integer_categorical": "int64"}[
             self.kind
         ]
+
+
+def _is_integer(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
 
 
 def _check_feature_specs(features) -> Tuple[FeatureSpec, ...]:
@@ -300,14 +331,17 @@ def preprocess_features(
         `(x - mean) / max(sqrt(variance), 1e-7)`, as `keras.layers.Normalization`
         computes. Categorical features become int32 indices: `1 + position` in the
         vocabulary, and 0 for a value not in it, as a lookup layer with one
-        out-of-vocabulary index assigns. With `packed`, the columns are stacked in
+        out-of-vocabulary index assigns. Values are not converted between types, so a
+        `"categorical"` column must hold strings (or UTF-8 bytes) and an
+        `"integer_categorical"` column integers. With `packed`, the columns are stacked in
         the order of `features`: `"numeric_features"` (float32, one column per numeric
         feature) and `"categorical_ids"` (int32, one column per categorical feature);
         a matrix without columns is left out.
 
     Raises:
-        ValueError: when a feature is missing, the columns differ in length, or a
-            numeric column contains NaN or infinity.
+        ValueError: when a feature is missing, the columns differ in length, a
+            numeric column contains NaN or infinity, or a categorical column contains
+            values of the wrong type.
     """
     features = _check_feature_specs(features)
     packed = _check_flag("packed", packed)
@@ -338,11 +372,16 @@ def preprocess_features(
         if column.dtype.kind == "S":
             column = np.char.decode(column, "utf-8")
         # Look up each distinct value once, then scatter the indices back to the rows.
-        distinct, positions = np.unique(column, return_inverse=True)
-        vocabulary_index = {value: index + 1 for index, value in enumerate(spec.vocabulary)}
+        try:
+            distinct, positions = np.unique(column, return_inverse=True)
+        except TypeError as error:
+            # np.unique sorts, which fails on an object column that mixes types.
+            raise _categorical_type_error(spec, column.dtype, f"mixed types ({error})") from error
         # `tolist` turns NumPy scalars into the Python values that the vocabulary contains.
+        distinct = _check_categorical_values(spec, column.dtype, distinct.tolist())
+        vocabulary_index = {value: index + 1 for index, value in enumerate(spec.vocabulary)}
         distinct_indices = np.array(
-            [vocabulary_index.get(value, 0) for value in distinct.tolist()], dtype=np.int32
+            [vocabulary_index.get(value, 0) for value in distinct], dtype=np.int32
         )
         encoded[spec.name] = distinct_indices[positions.reshape(-1)].reshape(column.shape)
     if not packed:
@@ -355,6 +394,39 @@ def preprocess_features(
         if columns:
             matrices[name] = np.stack(columns, axis=1)
     return matrices
+
+
+def _check_categorical_values(spec: FeatureSpec, dtype, distinct: list) -> list:
+    """Return the distinct values of a categorical column, with bytes decoded as UTF-8.
+
+    Raises ValueError when a value has the wrong type for `spec.kind`, because such a
+    value never matches the vocabulary and would silently become out-of-vocabulary.
+    """
+    if spec.kind == "categorical":
+        distinct = [value.decode("utf-8") if isinstance(value, bytes) else value for value in distinct]
+        wrong = [value for value in distinct if not isinstance(value, str)]
+    else:
+        wrong = [value for value in distinct if not _is_integer(value)]
+    if wrong:
+        raise _categorical_type_error(spec, dtype, f"for example {wrong[0]!r} ({type(wrong[0]).__name__})")
+    return distinct
+
+
+def _categorical_type_error(spec: FeatureSpec, dtype, detail: str) -> ValueError:
+    if spec.kind == "categorical":
+        expected = "strings"
+        fix = (
+            "Convert the column with `.astype(str)`, or declare the feature "
+            "integer_categorical with an integer vocabulary."
+        )
+    else:
+        expected = "integers"
+        fix = "Convert the column with `.astype(np.int64)`."
+    return ValueError(
+        f"The {spec.kind} feature {spec.name!r} must contain {expected}, the type of its "
+        f"vocabulary, because values of another type never match it. Received dtype "
+        f"{dtype}, {detail}. {fix}"
+    )
 
 
 def resolve_features(features, model_inputs=None):
@@ -379,5 +451,12 @@ def resolve_features(features, model_inputs=None):
         raise ValueError(
             "`features` must have shape (batch_size, features) or more axes. Received: "
             f"shape={tuple(features.shape)}"
+        )
+    if model_inputs is None and not is_input_tensor(features):
+        raise ValueError(
+            "`model_inputs` must be given when `features` is computed by layers from other "
+            "inputs; otherwise the model would start at `features` and leave those layers "
+            "out. Pass the `keras.Input` tensors, for example model_inputs=[raw_input]. "
+            f"Received: model_inputs=None, features={features!r}"
         )
     return (features if model_inputs is None else model_inputs), features

@@ -90,38 +90,60 @@ def _download(url: str, target_dir: pathlib.Path) -> pathlib.Path:
 
 
 def find_movielens_dir(
-    data_dir: Optional[pathlib.Path] = None, download: bool = False, url: str = MOVIELENS_URL
+    data_dir: Optional[pathlib.Path] = None, download: bool = False, url: Optional[str] = None
 ) -> pathlib.Path:
     """Return a folder with verified `u.data`, `u.item` and `u.user`.
 
-    Looks in `data_dir`, `data_dir/movielens-100k`, then the same under
-    `$MTL_LAYERS_DATA_DIR`, then the download cache. With `download=True`, missing files
-    are downloaded from `url` into the cache.
+    With `data_dir`, looks only in `data_dir` and `data_dir/movielens-100k`, so a mistyped
+    folder fails instead of silently reading another copy. Without it, looks under
+    `$MTL_LAYERS_DATA_DIR` (and its `movielens-100k/`), then in the download cache. With
+    `download=True`, files found in none of those folders are taken from the cache,
+    downloaded from `url` (by default the GroupLens archive) into it first if needed.
 
     Raises:
-        FileNotFoundError: The files are in none of the folders and `download` is False.
+        FileNotFoundError: `data_dir` is not a folder, or the files are in none of the
+            folders and `download` is False.
         mtl_layers.datasets.files.ChecksumError: A file differs from the official one.
     """
-    roots = [pathlib.Path(data_dir)] if data_dir is not None else []
-    if files.default_data_dir() is not None:
-        roots.append(files.default_data_dir())
-    folders = [folder for root in roots for folder in (root, root / "movielens-100k")]
+    names = sorted(MOVIELENS_SHA256)
+    url = url or MOVIELENS_URL
     cache = files.cache_dir() / "movielens-100k"
-    folders.append(cache)
-    for folder in folders:
-        if all((folder / name).is_file() for name in MOVIELENS_SHA256):
-            break
+    if data_dir is not None:
+        root = files.check_data_dir(
+            data_dir,
+            f"the MovieLens 100K files {names}",
+            f"Download ml-100k.zip from {url} and copy its {names} there.",
+        )
+        folders = [root, root / "movielens-100k"]
     else:
+        default = files.default_data_dir()
+        folders = [] if default is None else [default, default / "movielens-100k"]
+        folders.append(cache)
+
+    found = next(
+        (folder for folder in folders if all((folder / name).is_file() for name in names)), None
+    )
+    if found is None:
+        searched = [str(folder) for folder in folders]
         if not download:
+            where = "in `data_dir` " if data_dir is not None else ""
             raise FileNotFoundError(
-                f"MovieLens 100K files {sorted(MOVIELENS_SHA256)} not found in "
-                f"{[str(folder) for folder in folders]}. Pass the folder that contains them as "
-                f"`data_dir`, set ${files.DATA_DIR_VARIABLE}, or pass `download=True`."
+                f"MovieLens 100K files {names} not found {where}(searched {searched})."
+                f"{files.not_regular_files(folders, names)} Copy them there from {url}, pass "
+                f"the folder that contains them as `data_dir`, set "
+                f"${files.DATA_DIR_VARIABLE}, or pass `download=True`."
             )
-        folder = _download(url, cache)
+        if data_dir is not None:
+            logging.warning(
+                "MovieLens 100K not found in %s; download=True takes it from %s.", searched, cache
+            )
+        found = cache
+        if not all((cache / name).is_file() for name in names):
+            _download(url, cache)
+
     for name, digest in MOVIELENS_SHA256.items():
-        files.verify_sha256(folder / name, digest)
-    return folder
+        files.verify_sha256(found / name, digest)
+    return found
 
 
 def _read_users(path: pathlib.Path) -> Dict[int, Tuple[float, str, str, str]]:

@@ -122,3 +122,96 @@ def test_census_kdd_wrong_column_count(tmp_path, data_file, monkeypatch):
     broken.write_text("1, 2, 3\n", encoding="ascii")
     with pytest.raises(ValueError, match="line 1: expected 42"):
         census._read_rows(broken, 42, skip_first_line=False)
+
+
+def _adult_folder(folder, names=("adult.data.gz", "adult.test.gz")):
+    """Copy the packaged Adult files named `names` into `folder` and return it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        shutil.copy(census.PACKAGED_ADULT_DIR / name, folder / name)
+    return folder
+
+
+def test_adult_reads_explicit_data_dir(tmp_path):
+    data = census.load_adult(data_dir=_adult_folder(tmp_path / "uci-adult").parent)
+
+    assert len(data.test) == 16281
+
+
+@pytest.mark.parametrize(
+    "layout, message",
+    [
+        ("missing", "does not exist"),
+        ("file", "is not a folder"),
+        ("empty", r"adult.data \(or adult.data.gz\) not found"),
+        ("no_test_file", r"adult.test \(or adult.test.gz\) not found"),
+        ("folder_named_adult_data", "exist but are not regular files"),
+    ],
+)  # fmt: skip
+def test_adult_unusable_data_dir(tmp_path, layout, message):
+    data_dir = tmp_path / "adult"
+    if layout == "file":
+        data_dir.write_text("not a folder")
+    elif layout == "empty":
+        data_dir.mkdir()
+    elif layout == "no_test_file":
+        _adult_folder(data_dir, names=("adult.data.gz",))
+    elif layout == "folder_named_adult_data":
+        (data_dir / "adult.data").mkdir(parents=True)
+
+    with pytest.raises(FileNotFoundError, match=message):
+        census.load_adult(data_dir=data_dir)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"task_group": True}, r"`task_group` must be 1 .*, as an integer"),
+        ({"task_group": 1.0}, r"`task_group` must be 1 .*, as an integer"),
+        ({"validation_fraction": "0.1"}, "`validation_fraction` must be a number in"),
+        ({"validation_fraction": 1.0}, "`validation_fraction` must be a number in"),
+        ({"seed": -1}, "`seed` must be an integer >= 0"),
+        ({"seed": 1.5}, "`seed` must be an integer >= 0"),
+        ({"tower_units": 8}, "`tower_units` must be a sequence"),
+        ({"tower_units": (0,)}, "Every entry of `tower_units`"),
+        ({"embedding_dim": 0}, "`embedding_dim` must be an integer >= 1"),
+    ],
+)  # fmt: skip
+@pytest.mark.parametrize("loader", [census.load_adult, census.load_census_kdd])
+def test_invalid_loader_arguments(loader, kwargs, message, tmp_path):
+    # The arguments are checked before any file is looked up, so an empty folder will do.
+    with pytest.raises(ValueError, match=message):
+        loader(data_dir=tmp_path, **kwargs)
+
+
+def test_kdd_rejects_large_validation_fraction(tmp_path):
+    with pytest.raises(ValueError, match="validation_fraction=5"):
+        census.load_census_kdd(data_dir=tmp_path, validation_fraction=5)
+
+
+def test_kdd_data_dir_ignores_default(data_root, tmp_path, monkeypatch):
+    # The data folder variable points at a folder with census-income-kdd/, data_dir does not.
+    monkeypatch.setenv(files.DATA_DIR_VARIABLE, str(data_root))
+    monkeypatch.setenv(files.CACHE_DIR_VARIABLE, str(tmp_path / "cache"))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+
+    with pytest.raises(FileNotFoundError, match="Copy it there from"):
+        census.load_census_kdd(data_dir=empty)
+
+
+def test_kdd_data_dir_must_exist(tmp_path):
+    with pytest.raises(FileNotFoundError, match="`data_dir` must be an existing folder"):
+        census.load_census_kdd(data_dir=tmp_path / "missing")
+
+
+def test_constant_column_gets_unit_variance():
+    train = census.Split(
+        features={"age": np.full(4, 30.0, np.float32), "job": np.array(["a", "b", "a", "b"], dtype=object)},
+        labels={"income": np.zeros(4, np.float32)},
+    )
+
+    specs = {spec.name: spec for spec in census._feature_specs(train, ("age",), embedding_dim=2)}
+
+    assert specs["age"].variance == 1.0
+    assert specs["age"].mean == 30.0

@@ -74,3 +74,24 @@ def test_find_file_order(tmp_path):
     (tmp_path / "b" / "x.gz").write_bytes(b"")
     assert files.find_file([tmp_path / "a", tmp_path / "b"], ["x", "x.gz"]) == tmp_path / "b" / "x.gz"
     assert files.find_file([tmp_path], ["x"]) is None
+
+
+def test_check_data_dir_accepts_folder(tmp_path):
+    assert files.check_data_dir(tmp_path, "x.csv", "Get it.") == tmp_path
+
+
+@pytest.mark.parametrize("kind, state", [("missing", "does not exist"), ("file", "is not a folder")])
+def test_check_data_dir_rejects(tmp_path, kind, state):
+    path = tmp_path / "data"
+    if kind == "file":
+        path.write_text("")
+
+    with pytest.raises(FileNotFoundError, match=f"with x.csv. Received: data_dir='{path}', which {state}. Get it."):
+        files.check_data_dir(path, "x.csv", "Get it.")
+
+
+def test_not_regular_files_names_folders(tmp_path):
+    (tmp_path / "x.csv").mkdir()
+
+    assert str(tmp_path / "x.csv") in files.not_regular_files([tmp_path], ["x.csv", "y.csv"])
+    assert files.not_regular_files([tmp_path], ["y.csv"]) == ""

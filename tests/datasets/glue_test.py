@@ -1,6 +1,8 @@
 """Tests of the GLUE loaders, the pair tokenizer and the GLUE metrics on the real files."""
 
+import contextlib
 import shutil
+import signal
 
 import numpy as np
 import pytest
@@ -184,3 +186,142 @@ def test_download_rejects_altered_archive(glue_dir, archive_server, tmp_path, mo
         glue.load_split("CoLA", "dev", data_dir=empty, download=True)
 
     assert list((cache / "glue").iterdir()) == []
+
+
+@pytest.fixture
+def tokenizer():
+    return glue.PairTokenizer(100).fit(["a b c d"])
+
+
+@contextlib.contextmanager
+def _time_limit(seconds):
+    """Raise TimeoutError when the block runs longer than `seconds` (an endless loop)."""
+
+    def stop(signum, frame):
+        raise TimeoutError(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, stop)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.parametrize("sequence_length", [0, 1, -3, 2.5, True])
+def test_pair_sequence_length_too_short(tokenizer, sequence_length):
+    with _time_limit(20):
+        with pytest.raises(ValueError, match=r"`sequence_length` must be an integer >= 2 for pairs"):
+            tokenizer.encode(["a b"], ["c d"], sequence_length)
+
+
+@pytest.mark.parametrize("sequence_length", [0, -3])
+def test_single_sequence_length_too_short(tokenizer, sequence_length):
+    with pytest.raises(ValueError, match=r"`sequence_length` must be an integer >= 1 for single"):
+        tokenizer.encode(["a b"], None, sequence_length)
+
+
+def test_pair_shortest_length_keeps_separator(tokenizer):
+    ids = tokenizer.encode(["a b"], ["c d"], 2)
+
+    assert ids.shape == (1, 2)
+    assert int(np.sum(ids == tokenizer.separator_id)) == 1
+
+
+def test_second_sentences_length_mismatch(tokenizer):
+    with pytest.raises(ValueError, match="2 sentences and 1 second sentences"):
+        tokenizer.encode(["a b", "c"], ["c d"], 8)
+
+
+def test_encode_rejects_one_string(tokenizer):
+    with pytest.raises(ValueError, match="`sentences` must be a sequence of strings"):
+        tokenizer.encode("a b", None, 8)
+
+
+@pytest.mark.parametrize(
+    "task, labels, predictions, message",
+    [
+        ("CoLA", [0, 1, 1, 0], [np.nan] * 4, r"`predictions` must be finite for task 'CoLA'. Received: 4 NaN"),
+        ("STS-B", [0, 1, 2, 3], [np.nan, 1, 2, 3], r"`predictions` must be finite for task 'STS-B'. Received: 1 NaN"),
+        ("STS-B", [0, 1, 2, 3], [0, 1, np.inf, 3], "first at index 2"),
+        ("RTE", [0, np.nan], [0.1, 0.9], "`labels` must be finite"),
+    ],
+)  # fmt: skip
+def test_metrics_reject_non_finite(task, labels, predictions, message):
+    with pytest.raises(ValueError, match=message):
+        glue.compute_metrics(task, labels, predictions)
+
+
+def test_metrics_reject_empty():
+    with pytest.raises(ValueError, match="at least one example"):
+        glue.compute_metrics("CoLA", [], [])
+
+
+def test_load_glue_accepts_one_name(glue_dir):
+    loaded = glue.load_glue("RTE", data_dir=glue_dir)
+
+    assert list(loaded) == ["RTE"]
+    assert len(loaded["RTE"]["dev"]) == EXPECTED[("RTE", "dev")][0]
+
+
+@pytest.mark.parametrize("tasks, message", [([], "at least one"), (["RTE", "C"], "task='C'")])
+def test_load_glue_invalid_tasks(tasks, message):
+    with pytest.raises(ValueError, match=message):
+        glue.load_glue(tasks)
+
+
+def _glue_copy(glue_dir, folder, task="CoLA"):
+    """Copy one task's files to `folder/<task>` and return `folder`."""
+    shutil.copytree(glue_dir / task, folder / task)
+    return folder
+
+
+def test_explicit_data_dir_ignores_other_copies(glue_dir, tmp_path, monkeypatch):
+    # Both the data folder variable and the cache hold CoLA, but data_dir does not.
+    monkeypatch.setenv(files.DATA_DIR_VARIABLE, str(glue_dir.parent))
+    monkeypatch.setenv(files.CACHE_DIR_VARIABLE, str(tmp_path / "cache"))
+    _glue_copy(glue_dir, tmp_path / "cache" / "glue")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+
+    with pytest.raises(FileNotFoundError, match=r"CoLA/dev.tsv not found \(searched .*empty/CoLA\)"):
+        glue.load_split("CoLA", "dev", data_dir=empty)
+
+
+@pytest.mark.parametrize("kind", ["missing", "file"])
+def test_data_dir_must_be_a_folder(glue_dir, tmp_path, monkeypatch, kind):
+    monkeypatch.setenv(files.DATA_DIR_VARIABLE, str(glue_dir.parent))
+    data_dir = tmp_path / "glue"
+    if kind == "file":
+        data_dir.write_text("not a folder")
+
+    with pytest.raises(FileNotFoundError, match="`data_dir` must be an existing folder"):
+        glue.load_split("CoLA", "dev", data_dir=data_dir)
+
+
+def test_folder_named_like_file_is_reported(tmp_path):
+    (tmp_path / "CoLA" / "dev.tsv").mkdir(parents=True)
+
+    with pytest.raises(FileNotFoundError, match="exist but are not regular files"):
+        glue.load_split("CoLA", "dev", data_dir=tmp_path)
+
+
+def test_default_folder_without_data_dir(glue_dir, monkeypatch, tmp_path):
+    monkeypatch.setenv(files.DATA_DIR_VARIABLE, str(glue_dir.parent))
+    monkeypatch.setenv(files.CACHE_DIR_VARIABLE, str(tmp_path / "cache"))
+
+    assert len(glue.load_split("RTE", "dev")) == EXPECTED[("RTE", "dev")][0]
+
+
+def test_download_reuses_cached_copy(glue_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv(files.CACHE_DIR_VARIABLE, str(tmp_path / "cache"))
+    _glue_copy(glue_dir, tmp_path / "cache" / "glue")
+    # Nothing listens on port 9 of the loopback address, so a download attempt fails.
+    monkeypatch.setitem(glue.ARCHIVE_URLS, "CoLA", "http://127.0.0.1:9/CoLA.zip")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+
+    loaded = glue.load_split("CoLA", "dev", data_dir=empty, download=True)
+
+    assert len(loaded) == EXPECTED[("CoLA", "dev")][0]

@@ -83,3 +83,89 @@ def test_missing_files_raise(tmp_path, monkeypatch):
 def test_invalid_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         load_movielens_sequences(**kwargs)
+
+
+@pytest.mark.parametrize("max_users", [0, 1, 2, -1, True, 2.5, "10"])
+def test_max_users_invalid(max_users):
+    # Checked before the files are looked up, so no data folder is needed.
+    with pytest.raises(ValueError, match=r"`max_users` must be None or an integer >= 3"):
+        load_movielens_sequences(max_users=max_users)
+
+
+def test_max_users_minimum_follows_fractions():
+    with pytest.raises(ValueError, match=r"integer >= 7,"):
+        load_movielens_sequences(max_users=6, validation_fraction=0.05, test_fraction=0.85)
+
+
+def test_max_users_minimum_fills_every_split(data_file):
+    folder = data_file("movielens-100k/u.data").parent
+
+    data = load_movielens_sequences(folder, max_users=3)
+
+    assert len(set(data.train.user_id.tolist())) == 1
+    assert len(set(data.validation.user_id.tolist())) == 1
+    assert len(set(data.test.user_id.tolist())) == 1
+
+
+def test_invalid_seed():
+    with pytest.raises(ValueError, match="`seed` must be an integer >= 0"):
+        load_movielens_sequences(seed=-1)
+
+
+def test_explicit_data_dir_ignores_default(data_file, tmp_path, monkeypatch):
+    # The data folder variable points at the real files, data_dir at an empty folder.
+    monkeypatch.setenv(files.DATA_DIR_VARIABLE, str(data_file("movielens-100k/u.data").parent))
+    monkeypatch.setenv(files.CACHE_DIR_VARIABLE, str(tmp_path / "cache"))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+
+    with pytest.raises(FileNotFoundError, match="not found in `data_dir`"):
+        load_movielens_sequences(empty)
+
+
+@pytest.mark.parametrize("kind, message", [("missing", "does not exist"), ("file", "is not a folder")])
+def test_data_dir_must_be_a_folder(tmp_path, kind, message):
+    data_dir = tmp_path / "movielens"
+    if kind == "file":
+        data_dir.write_text("not a folder")
+
+    with pytest.raises(FileNotFoundError, match=message):
+        load_movielens_sequences(data_dir)
+
+
+def test_download_with_data_dir_uses_cache(data_file, tmp_path, monkeypatch):
+    source = data_file("movielens-100k/u.data").parent
+    cache = tmp_path / "cache"
+    monkeypatch.setenv(files.CACHE_DIR_VARIABLE, str(cache))
+    (cache / "movielens-100k").mkdir(parents=True)
+    for name in ("u.data", "u.item", "u.user"):
+        shutil.copy(source / name, cache / "movielens-100k" / name)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+
+    data = load_movielens_sequences(empty, download=True, max_users=3)
+
+    assert data.data_dir == cache / "movielens-100k"
+
+
+def test_download_with_data_dir_fetches_archive(data_file, tmp_path, monkeypatch):
+    import zipfile
+
+    from mtl_layers.tfrs import movielens_data
+
+    source = data_file("movielens-100k/u.data").parent
+    archive = tmp_path / "ml-100k.zip"
+    with zipfile.ZipFile(archive, "w") as contents:
+        for name in ("u.data", "u.item", "u.user"):
+            contents.write(source / name, f"ml-100k/{name}")
+    monkeypatch.setattr(movielens_data, "MOVIELENS_URL", archive.as_uri())
+    # The data folder variable has the files too, but download=True must not read them.
+    monkeypatch.setenv(files.DATA_DIR_VARIABLE, str(source))
+    monkeypatch.setenv(files.CACHE_DIR_VARIABLE, str(tmp_path / "cache"))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+
+    data = load_movielens_sequences(empty, download=True, max_users=3)
+
+    assert data.data_dir == tmp_path / "cache" / "movielens-100k"
+    assert (tmp_path / "cache" / "movielens-100k" / "u.data").is_file()

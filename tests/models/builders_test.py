@@ -156,6 +156,14 @@ def test_builder_from_derived_tensor_with_model_inputs():
     assert tuple(model(np.ones((2, 10), "float32"))["click"].shape) == (2, 1)
 
 
+def test_builder_from_derived_tensor_needs_model_inputs():
+    inputs = keras.Input((10,))
+    hidden = keras.layers.Dense(6)(inputs)
+
+    with pytest.raises(ValueError, match="`model_inputs` must be given"):
+        mtl.models.mmoe(TASKS[:1], hidden, num_experts=2)
+
+
 def test_builder_rejects_bad_features():
     with pytest.raises(ValueError, match="`features` must be a symbolic Keras tensor"):
         mtl.models.mmoe(TASKS, np.ones((3, 4)))

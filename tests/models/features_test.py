@@ -225,3 +225,64 @@ def test_embedding_initializer_and_regularizer_reach_every_table(packed):
         first, second = (ops.convert_to_numpy(table) for table in tables)
         assert not np.allclose(first[:4, :4], second[:4, :4])
     assert len(model.losses) == len(tables)
+
+
+@pytest.mark.parametrize(
+    "spec, column, message",
+    [
+        (FeatureSpec("code", "categorical", vocabulary=("1", "2")), np.array([1, 2]),
+         r"'code' must contain strings.*dtype int64"),
+        (FeatureSpec("code", "categorical", vocabulary=("1", "2")), np.array(["1", 2], dtype=object),
+         "mixed types"),
+        (FeatureSpec("code", "categorical", vocabulary=("1.0",)), np.array([1.0, 2.0]),
+         "must contain strings"),
+        (FeatureSpec("code", "integer_categorical", vocabulary=(1, 2)), np.array(["1", "2"]),
+         r"'code' must contain integers.*astype\(np.int64\)"),
+        (FeatureSpec("code", "integer_categorical", vocabulary=(1, 2)), np.array([1.0, 2.0]),
+         "must contain integers"),
+    ],
+)  # fmt: skip
+def test_preprocess_features_wrong_value_type(spec, column, message):
+    with pytest.raises(ValueError, match=message):
+        preprocess_features([spec], {"code": column})
+
+
+def test_preprocess_features_object_bytes_values():
+    raw = dict(RAW, job=np.array([b"nurse", b"pilot", b"x", b"clerk"], dtype=object))
+
+    encoded = preprocess_features(FEATURES, raw)
+
+    np.testing.assert_array_equal(encoded["job"], [2, 3, 0, 1])
+
+
+def test_preprocess_features_object_integer_values():
+    raw = dict(RAW, region=np.array([7, 1, 5, 3], dtype=object))
+
+    encoded = preprocess_features(FEATURES, raw)
+
+    np.testing.assert_array_equal(encoded["region"], [4, 1, 0, 3])
+
+
+@pytest.mark.parametrize("variance", [0, 0.0, -1.0])
+def test_feature_spec_rejects_non_positive_variance(variance):
+    with pytest.raises(ValueError, match="`variance` finite and > 0"):
+        FeatureSpec("age", "numeric", variance=variance)
+
+
+@pytest.mark.parametrize("vocabulary", ["uv", b"uv"])
+def test_feature_spec_rejects_string_vocabulary(vocabulary):
+    with pytest.raises(ValueError, match="not one string"):
+        FeatureSpec("job", "categorical", vocabulary=vocabulary)
+
+
+@pytest.mark.parametrize(
+    "kind, vocabulary, message",
+    [
+        ("categorical", (1, 2), r"must contain strings.*the first 1 \(int\)"),
+        ("integer_categorical", ("1", "2"), r"must contain integers.*the first '1' \(str\)"),
+        ("integer_categorical", (1, True), r"the first True \(bool\)"),
+    ],
+)  # fmt: skip
+def test_feature_spec_rejects_vocabulary_type(kind, vocabulary, message):
+    with pytest.raises(ValueError, match=message):
+        FeatureSpec("code", kind, vocabulary=vocabulary)

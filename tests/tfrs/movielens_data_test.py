@@ -82,6 +82,20 @@ def test_missing_files_message(tmp_path, monkeypatch):
         movielens_data.load_movielens_ratings(data_dir=tmp_path)
 
 
+def test_explicit_data_dir_does_not_fall_back(movielens_dir, tmp_path, monkeypatch):
+    # The data folder variable has the files, but an explicit `data_dir` is searched alone.
+    monkeypatch.setenv(files.DATA_DIR_VARIABLE, str(movielens_dir))
+    monkeypatch.setenv(files.CACHE_DIR_VARIABLE, str(tmp_path / "cache"))
+
+    with pytest.raises(FileNotFoundError, match="not found in `data_dir`"):
+        movielens_data.find_movielens_dir(tmp_path)
+
+
+def test_missing_data_dir_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        movielens_data.find_movielens_dir(tmp_path / "missing")
+
+
 def test_download_extracts_verified_files(movielens_dir, tmp_path, monkeypatch):
     archive = tmp_path / "ml-100k.zip"
     with zipfile.ZipFile(archive, "w") as stream:
