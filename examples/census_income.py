@@ -20,31 +20,73 @@ shows a two-worker launch:
 
 import json
 import os
+import pathlib
 import sys
 import tempfile
 import time
 
 from absl import app, flags, logging
 
+# The shared flag checks sit next to this script. Python puts the script's folder on the
+# path when it runs the script, but not when another program imports the file.
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import example_flags  # noqa: E402
+
 flags.DEFINE_enum("dataset", "adult", ["adult", "kdd"], "Census data set to train on.")
-flags.DEFINE_integer("task_group", 1, "1: income and never married; 2: college education and never married.")
+flags.DEFINE_integer(
+    "task_group",
+    1,
+    "1: income and never married; 2: college education and never married.",
+    lower_bound=1,
+    upper_bound=2,
+)
 flags.DEFINE_enum("model", "mmoe", ["mmoe", "omoe", "shared_bottom", "ple"], "Model architecture.")
-flags.DEFINE_string("data_dir", None, "Folder with the data files; defaults to $MTL_LAYERS_DATA_DIR.")
+flags.DEFINE_string(
+    "data_dir",
+    None,
+    "Folder with the data files, passed to the loader as it is. Adult is looked up in DIR "
+    "and DIR/uci-adult, then in the copy in the package. Census-Income (KDD) is looked up "
+    "in DIR and DIR/census-income-kdd, then in the same two places under "
+    "$MTL_LAYERS_DATA_DIR, then in the download cache.",
+)
 flags.DEFINE_bool("download", False, "Download missing data files from the UCI repository.")
-flags.DEFINE_integer("epochs", 20, "Training epochs.")
-flags.DEFINE_integer("batch_size", 512, "Examples per training batch.")
+flags.DEFINE_integer("epochs", 20, "Training epochs.", lower_bound=1)
+flags.DEFINE_integer("batch_size", 512, "Examples per training batch.", lower_bound=1)
 flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.")
-flags.DEFINE_integer("num_experts", 8, "Experts of MMoE and OMoE; per task and shared for PLE.")
-flags.DEFINE_integer("expert_units", 16, "Units of each expert.")
-flags.DEFINE_integer("tower_units", 8, "Units of each task tower's hidden layer.")
-flags.DEFINE_integer("bottom_units", 128, "Units of the Shared-Bottom model's shared layer.")
-flags.DEFINE_integer("embedding_dim", 4, "Embedding size of the categorical features.")
-flags.DEFINE_integer("steps_per_execution", 8, "Training steps run per call into TensorFlow.")
-flags.DEFINE_integer("seed", 0, "Random seed of weights, shuffling and the validation split.")
-flags.DEFINE_integer("max_examples", None, "Use at most this many training examples (quick runs).")
-flags.DEFINE_string("export_dir", "exports/census", "Base folder of the versioned SavedModels; empty to skip.")
+flags.DEFINE_integer(
+    "num_experts", 8, "Experts of MMoE and OMoE; per task and shared for PLE.", lower_bound=1
+)
+flags.DEFINE_integer("expert_units", 16, "Units of each expert.", lower_bound=1)
+flags.DEFINE_integer("tower_units", 8, "Units of each task tower's hidden layer.", lower_bound=1)
+flags.DEFINE_integer("bottom_units", 128, "Units of the Shared-Bottom model's shared layer.", lower_bound=1)
+flags.DEFINE_integer("embedding_dim", 4, "Embedding size of the categorical features.", lower_bound=1)
+flags.DEFINE_integer(
+    "steps_per_execution", 8, "Training steps run per call into TensorFlow.", lower_bound=1
+)
+flags.DEFINE_integer(
+    "seed",
+    0,
+    "Random seed of weights, shuffling and the validation split.",
+    lower_bound=0,
+    upper_bound=2**32 - 1,  # NumPy's global seed, which Keras sets, must fit in 32 bits.
+)
+flags.DEFINE_integer(
+    "max_examples", None, "Use at most this many training examples (quick runs).", lower_bound=1
+)
+flags.DEFINE_string(
+    "export_dir",
+    "exports/census",
+    "Base folder of the versioned SavedModels, created when missing; empty to skip. A new "
+    "version never replaces an existing one.",
+)
 flags.DEFINE_string("metrics_json", None, "Also write the test metrics to this JSON file.")
-flags.DEFINE_string("keras_model_path", None, "Also save the trained model as a .keras file here.")
+flags.DEFINE_string("keras_model_path", None, "Also save the trained model to this file, whose name ends in .keras.")
+flags.DEFINE_bool(
+    "overwrite",
+    False,
+    "Replace existing --metrics_json and --keras_model_path files. Without it the script "
+    "stops before training when either file exists.",
+)
 flags.DEFINE_enum(
     "strategy",
     "default",
@@ -54,8 +96,21 @@ flags.DEFINE_enum(
     "environment variable). --batch_size is the global batch, split across replicas.",
 )
 flags.DEFINE_integer(
-    "cpu_devices", 0, "With --strategy=mirrored, split the CPU into this many logical devices (0: no split)."
+    "cpu_devices",
+    0,
+    "With --strategy=mirrored, split the CPU into this many logical devices (0: no split).",
+    lower_bound=0,
 )
+example_flags.require_number("learning_rate", 0.0, include_low=False)
+
+
+@flags.multi_flags_validator(
+    ["cpu_devices", "strategy"],
+    message="--cpu_devices applies only to --strategy=mirrored. Pass --strategy=mirrored or drop --cpu_devices.",
+)
+def _cpu_devices_need_mirrored(values):
+    return not values["cpu_devices"] or values["strategy"] == "mirrored"
+
 
 FLAGS = flags.FLAGS
 
@@ -134,11 +189,6 @@ def make_strategy():
             "model, whose inputs include strings, under a tf.distribute strategy. Set "
             "TF_USE_LEGACY_KERAS=1 (with tf-keras installed) and run again."
         )
-    if FLAGS.cpu_devices < 0 or (FLAGS.cpu_devices and FLAGS.strategy != "mirrored"):
-        raise app.UsageError(
-            "--cpu_devices must be >= 0 and applies only to --strategy=mirrored. Received: "
-            f"--cpu_devices={FLAGS.cpu_devices}, --strategy={FLAGS.strategy}"
-        )
     if FLAGS.strategy == "mirrored":
         if FLAGS.cpu_devices:
             cpu = tf.config.list_physical_devices("CPU")[0]
@@ -195,16 +245,25 @@ def predict_test_split(model, strategy, split):
     return {name: np.concatenate([np.asarray(batch[name]) for batch in batches]) for name in batches[0]}
 
 
+def check_output_paths():
+    """Raise `app.UsageError` unless every output path can be written, before any training."""
+    example_flags.check_output_file("metrics_json", overwrite=FLAGS.overwrite)
+    example_flags.check_output_file("keras_model_path", suffix=".keras", overwrite=FLAGS.overwrite)
+    example_flags.check_output_folder("export_dir")
+
+
 def main(argv):
     del argv
+    # Under multi_worker_mirrored only worker 0 writes the outputs, and which process that
+    # is becomes known once the strategy has read TF_CONFIG.
+    if FLAGS.strategy != "multi_worker_mirrored":
+        check_output_paths()
     strategy = make_strategy()
+    if FLAGS.strategy == "multi_worker_mirrored" and is_chief(strategy):
+        check_output_paths()
     import mtl_layers as mtl
     from mtl_layers.compat import keras
 
-    if not 0.0 < FLAGS.learning_rate < float("inf"):
-        raise app.UsageError(
-            f"--learning_rate must be a finite number > 0. Received: {FLAGS.learning_rate}"
-        )
     keras.utils.set_random_seed(FLAGS.seed)
     data = load_data()
     train = truncate(data.train, FLAGS.max_examples)

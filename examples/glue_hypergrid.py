@@ -30,26 +30,48 @@ from absl import app, flags, logging
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
+# The shared flag checks sit next to this script. Python puts the script's folder on the
+# path when it runs the script, but not when another program imports the file.
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import example_flags  # noqa: E402
 
 flags.DEFINE_string("data_dir", None, "GLUE folder with <TASK>/{train,dev}.tsv; defaults to $MTL_LAYERS_DATA_DIR/glue.")
 flags.DEFINE_bool("download", False, "Download missing tasks from the official GLUE archives.")
-flags.DEFINE_bool("quick", False, "Smoke run: 256 training and 128 dev examples per task, tiny models, 2 seeds.")
-flags.DEFINE_integer("seeds", 3, "Number of seeds (0, 1, ...).")
-flags.DEFINE_integer("steps", 800, "Training steps of each multi-task model.")
-flags.DEFINE_integer("batch_size", 64, "Examples per training batch.")
+flags.DEFINE_bool(
+    "quick",
+    False,
+    "Smoke run: 256 training and 128 dev examples per task, tiny models, 2 seeds. Flags "
+    "given on the command line keep their values.",
+)
+flags.DEFINE_integer("seeds", 3, "Number of seeds (0, 1, ...).", lower_bound=1)
+flags.DEFINE_integer("steps", 800, "Training steps of each multi-task model.", lower_bound=1)
+flags.DEFINE_integer("batch_size", 64, "Examples per training batch.", lower_bound=1)
 flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.")
 flags.DEFINE_float("mixing_alpha", 0.5, "Task sampling probability is proportional to size**alpha.")
-flags.DEFINE_integer("sequence_length", 48, "Token ids per example (pairs share it).")
-flags.DEFINE_integer("max_tokens", 8000, "Vocabulary size, including padding, unknown and separator ids.")
-flags.DEFINE_integer("d_model", 64, "Hidden width of the transformers.")
-flags.DEFINE_integer("d_ff", 128, "Inner width of the feed-forward blocks.")
-flags.DEFINE_integer("num_heads", 4, "Attention heads.")
-flags.DEFINE_integer("num_layers", 2, "Encoder blocks.")
-flags.DEFINE_integer("block_rows", 16, "HyperGrid block rows (divide d_ff).")
-flags.DEFINE_integer("block_cols", 16, "HyperGrid block columns (divide d_model).")
+# A pair needs at least one token of each sentence and the separator.
+flags.DEFINE_integer("sequence_length", 48, "Token ids per example (pairs share it).", lower_bound=3)
+# Padding, unknown and separator take 3 ids, so 4 leaves room for one word.
+flags.DEFINE_integer(
+    "max_tokens", 8000, "Vocabulary size, including padding, unknown and separator ids.", lower_bound=4
+)
+flags.DEFINE_integer("d_model", 64, "Hidden width of the transformers.", lower_bound=1)
+flags.DEFINE_integer("d_ff", 128, "Inner width of the feed-forward blocks.", lower_bound=1)
+flags.DEFINE_integer("num_heads", 4, "Attention heads (divide d_model).", lower_bound=1)
+flags.DEFINE_integer("num_layers", 2, "Encoder blocks.", lower_bound=1)
+flags.DEFINE_integer("block_rows", 16, "HyperGrid block rows (divide d_ff).", lower_bound=1)
+flags.DEFINE_integer("block_cols", 16, "HyperGrid block columns (divide d_model).", lower_bound=1)
 flags.DEFINE_float("dropout", 0.1, "Dropout rate in the encoder blocks.")
 flags.DEFINE_string("output_json", None, "Write every run's metrics to this JSON file.")
+flags.DEFINE_bool(
+    "overwrite",
+    False,
+    "Replace an existing --output_json file. Without it the script stops before training "
+    "when the file exists.",
+)
 flags.DEFINE_bool("write_docs", False, "Write the result table into docs/reproductions.md.")
+example_flags.require_number("learning_rate", 0.0, include_low=False)
+example_flags.require_number("mixing_alpha", 0.0)
+example_flags.require_number("dropout", 0.0, 1.0, include_high=False)
 
 FLAGS = flags.FLAGS
 SETTINGS = ("single-task", "vanilla", "HyperGrid LG", "HyperGrid GL")
@@ -252,13 +274,38 @@ def markdown_table(summary, tasks, seconds, command):
 SEED_LIST = []
 
 
+# Quick mode makes a smoke run of under a minute.
+QUICK_FLAGS = {
+    "seeds": 2,
+    "steps": 8,
+    "batch_size": 16,
+    "sequence_length": 32,
+    "max_tokens": 2000,
+    "d_model": 16,
+    "d_ff": 32,
+    "num_heads": 2,
+    "num_layers": 1,
+    "block_rows": 8,
+    "block_cols": 8,
+}
+
+
+def check_model_shape():
+    """Raise `app.UsageError` unless the heads and HyperGrid blocks divide the widths they split."""
+    for divisor, width in (("num_heads", "d_model"), ("block_rows", "d_ff"), ("block_cols", "d_model")):
+        if FLAGS[width].value % FLAGS[divisor].value:
+            raise app.UsageError(
+                f"--{divisor} must divide --{width}. Received: --{divisor}={FLAGS[divisor].value}, "
+                f"--{width}={FLAGS[width].value}"
+            )
+
+
 def main(argv):
     del argv
     if FLAGS.quick:
-        FLAGS.seeds, FLAGS.steps, FLAGS.batch_size = 2, 8, 16
-        FLAGS.sequence_length, FLAGS.max_tokens = 32, 2000
-        FLAGS.d_model, FLAGS.d_ff, FLAGS.num_heads, FLAGS.num_layers = 16, 32, 2, 1
-        FLAGS.block_rows, FLAGS.block_cols = 8, 8
+        example_flags.apply_quick_mode(QUICK_FLAGS)
+    check_model_shape()
+    example_flags.check_output_file("output_json", overwrite=FLAGS.overwrite)
     import mtl_layers as mtl
     from mtl_layers.compat import keras
     from mtl_layers.datasets import glue

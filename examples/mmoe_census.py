@@ -29,6 +29,10 @@ from absl import app, flags, logging
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 # `benchmarks.report` writes the docs section; it lives at the repository root.
 sys.path.insert(0, str(REPO_ROOT))
+# The shared flag checks sit next to this script. Python puts the script's folder on the
+# path when it runs the script, but not when another program imports the file.
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import example_flags  # noqa: E402
 
 MODEL_LABELS = {
     "single_task": "Single-task",
@@ -38,36 +42,78 @@ MODEL_LABELS = {
     "ple": "PLE",
 }
 
-flags.DEFINE_list("datasets", ["adult", "kdd"], "Census data sets: adult, kdd.")
-flags.DEFINE_list("task_groups", ["1", "2"], "Task groups: 1 (income), 2 (college education).")
-flags.DEFINE_list("models", list(MODEL_LABELS), "Models to train.")
-flags.DEFINE_integer("num_seeds", 5, "Seeds per model (seeds 0, 1, ...).")
-flags.DEFINE_integer("epochs", 10, "Training epochs.")
-flags.DEFINE_integer("batch_size", 512, "Examples per training batch.")
+DATASETS = ("adult", "kdd")
+TASK_GROUPS = ("1", "2")
+
+flags.DEFINE_list("datasets", list(DATASETS), "Census data sets: adult, kdd.")
+flags.DEFINE_list("task_groups", list(TASK_GROUPS), "Task groups: 1 (income), 2 (college education).")
+flags.DEFINE_list("models", list(MODEL_LABELS), f"Models to train, from {', '.join(MODEL_LABELS)}.")
+flags.DEFINE_integer("num_seeds", 5, "Seeds per model (seeds 0, 1, ...).", lower_bound=1)
+flags.DEFINE_integer("epochs", 10, "Training epochs.", lower_bound=1)
+flags.DEFINE_integer("batch_size", 512, "Examples per training batch.", lower_bound=1)
 flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.")
-flags.DEFINE_integer("num_experts", 8, "Experts of MMoE and OMoE; PLE gets half per task and half shared.")
-flags.DEFINE_integer("expert_units", 16, "Units of each expert.")
-flags.DEFINE_integer("tower_units", 8, "Units of each task tower's hidden layer.")
-flags.DEFINE_integer("bottom_units", 128, "Units of the Shared-Bottom and single-task hidden layer.")
-flags.DEFINE_integer("steps_per_execution", 8, "Training steps run per call into TensorFlow.")
-flags.DEFINE_integer("max_train_examples", None, "Use at most this many training examples.")
-flags.DEFINE_string("data_dir", None, "Folder with the data files; defaults to $MTL_LAYERS_DATA_DIR.")
-flags.DEFINE_bool("quick", False, "2 seeds, 3000 training examples, 2 epochs: checks that the script runs.")
-flags.DEFINE_string("output_dir", "runs/mmoe_census", "Folder of the results JSON and plots.")
+flags.DEFINE_integer(
+    "num_experts", 8, "Experts of MMoE and OMoE; PLE gets half per task and half shared.", lower_bound=1
+)
+flags.DEFINE_integer("expert_units", 16, "Units of each expert.", lower_bound=1)
+flags.DEFINE_integer("tower_units", 8, "Units of each task tower's hidden layer.", lower_bound=1)
+flags.DEFINE_integer(
+    "bottom_units", 128, "Units of the Shared-Bottom and single-task hidden layer.", lower_bound=1
+)
+flags.DEFINE_integer(
+    "steps_per_execution", 8, "Training steps run per call into TensorFlow.", lower_bound=1
+)
+flags.DEFINE_integer(
+    "max_train_examples", None, "Use at most this many training examples.", lower_bound=1
+)
+flags.DEFINE_string(
+    "data_dir",
+    None,
+    "Folder with the data files, passed to the loaders as it is, as census_income.py does. "
+    "Adult is looked up in DIR and DIR/uci-adult, then in the copy in the package. "
+    "Census-Income (KDD) is looked up in DIR and DIR/census-income-kdd, then in the same "
+    "two places under $MTL_LAYERS_DATA_DIR, then in the download cache. Without this flag "
+    "and without $MTL_LAYERS_DATA_DIR, ../shared/data beside the repository is used when "
+    "it exists.",
+)
+flags.DEFINE_bool(
+    "quick",
+    False,
+    "2 seeds, 3000 training examples, 2 epochs, Adult task group 1, single-task and MMoE: "
+    "checks that the script runs. Flags given on the command line keep their values.",
+)
+flags.DEFINE_string(
+    "output_dir", "runs/mmoe_census", "Folder of the results JSON and plots, created when missing."
+)
+flags.DEFINE_bool(
+    "overwrite",
+    False,
+    "Replace an existing results.json in --output_dir. Without it the script stops before "
+    "training when the file exists.",
+)
 flags.DEFINE_bool("write_docs", False, "Write the gate plot to docs/images/ and the tables to docs/reproductions.md.")
 flags.DEFINE_string("from_results", None, "Skip training and report the runs in this results.json file.")
+example_flags.require_choices("datasets", DATASETS)
+example_flags.require_choices("task_groups", TASK_GROUPS)
+example_flags.require_choices("models", list(MODEL_LABELS))
+example_flags.require_number("learning_rate", 0.0, include_low=False)
+example_flags.require_results_file()
 
 FLAGS = flags.FLAGS
 
 
 def default_data_dir():
-    """Return the data folder: --data_dir, $MTL_LAYERS_DATA_DIR, or ../shared/data."""
+    """Return the `data_dir` for the loaders: --data_dir, else ../shared/data, else None.
+
+    The loaders read $MTL_LAYERS_DATA_DIR themselves, so ../shared/data is used only when
+    neither --data_dir nor that variable is set.
+    """
     import os
 
     if FLAGS.data_dir:
         return pathlib.Path(FLAGS.data_dir)
     if os.environ.get("MTL_LAYERS_DATA_DIR"):
-        return pathlib.Path(os.environ["MTL_LAYERS_DATA_DIR"])
+        return None
     shared = REPO_ROOT.parent / "shared" / "data"
     return shared if shared.is_dir() else None
 
@@ -78,13 +124,11 @@ def load(dataset: str, task_group: int):
 
     tower_units = (FLAGS.tower_units,)
     if dataset == "adult":
-        return census.load_adult(task_group=task_group, seed=0, tower_units=tower_units)
-    data_dir = default_data_dir()
+        return census.load_adult(
+            task_group=task_group, seed=0, data_dir=default_data_dir(), tower_units=tower_units
+        )
     return census.load_census_kdd(
-        task_group=task_group,
-        data_dir=None if data_dir is None else data_dir / "census-income-kdd",
-        seed=0,
-        tower_units=tower_units,
+        task_group=task_group, data_dir=default_data_dir(), seed=0, tower_units=tower_units
     )
 
 
@@ -269,34 +313,26 @@ def plot_gates(results, image_path: pathlib.Path):
     return image_path
 
 
-def apply_quick_mode():
-    """Shrink the run so that it finishes in well under a minute."""
-    FLAGS.num_seeds = 2
-    FLAGS.epochs = 2
-    FLAGS.batch_size = 128
-    FLAGS.max_train_examples = 3000
-    FLAGS.datasets = ["adult"]
-    FLAGS.task_groups = ["1"]
-    FLAGS.models = ["single_task", "mmoe"]
+# Quick mode shrinks the run so that it finishes in about a minute.
+QUICK_FLAGS = {
+    "num_seeds": 2,
+    "epochs": 2,
+    "batch_size": 128,
+    "max_train_examples": 3000,
+    "datasets": ["adult"],
+    "task_groups": ["1"],
+    "models": ["single_task", "mmoe"],
+}
 
 
 def main(argv):
     del argv
     if FLAGS.quick:
-        apply_quick_mode()
-    unknown = [name for name in FLAGS.models if name not in MODEL_LABELS]
-    if unknown:
-        raise ValueError(f"Unknown --models {unknown}. Use {sorted(MODEL_LABELS)}.")
-    for dataset in FLAGS.datasets:
-        if dataset not in ("adult", "kdd"):
-            raise ValueError(f"Unknown --datasets entry {dataset!r}. Use adult or kdd.")
+        example_flags.apply_quick_mode(QUICK_FLAGS)
     settings = [(dataset, int(group)) for dataset in FLAGS.datasets for group in FLAGS.task_groups]
-    for _, group in settings:
-        if group not in (1, 2):
-            raise ValueError(f"--task_groups entries must be 1 or 2. Received: {group}")
 
-    output_dir = pathlib.Path(FLAGS.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    results_file = example_flags.results_path(bool(FLAGS.from_results), FLAGS.overwrite)
+    output_dir = results_file.parent
     total = len(settings) * FLAGS.num_seeds * len(FLAGS.models)
     started = time.perf_counter()
     all_results = []
@@ -311,10 +347,14 @@ def main(argv):
             len(all_results), total, result["dataset"], result["task_group"], result["model"],
             result["seed"], aucs, elapsed, elapsed / len(all_results) * (total - len(all_results)),
         )  # fmt: skip
-        (output_dir / "results.json").write_text(json.dumps(all_results), encoding="utf-8")
+        results_file.write_text(json.dumps(all_results), encoding="utf-8")
 
     if FLAGS.from_results:
         all_results = json.loads(pathlib.Path(FLAGS.from_results).read_text(encoding="utf-8"))
+        if not all_results:
+            raise app.UsageError(
+                f"--from_results must name a file with at least one run. Received: --from_results={FLAGS.from_results}"
+            )
         FLAGS.num_seeds = len({result["seed"] for result in all_results})
         for dataset, task_group in settings:
             descriptions[(dataset, task_group)] = load(dataset, task_group).description
@@ -337,7 +377,7 @@ def main(argv):
         flags_given = [
             flag.serialize()
             for flag in FLAGS.get_flags_for_module(sys.modules[__name__])
-            if flag.present and flag.name not in ("from_results", "output_dir")
+            if flag.present and flag.name not in ("from_results", "output_dir", "overwrite")
         ]
         command = " ".join(["python examples/mmoe_census.py"] + flags_given)
         duration = "" if FLAGS.from_results else f"{seconds / 60:.0f} min "

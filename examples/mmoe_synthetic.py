@@ -24,30 +24,55 @@ from absl import app, flags, logging
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 # `benchmarks.report` writes the docs section; it lives at the repository root.
 sys.path.insert(0, str(REPO_ROOT))
+# The shared flag checks sit next to this script. Python puts the script's folder on the
+# path when it runs the script, but not when another program imports the file.
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import example_flags  # noqa: E402
 
-flags.DEFINE_list("correlations", ["0.5", "0.9", "1.0"], "Cosine similarities of the task weights.")
-flags.DEFINE_list("models", ["shared_bottom", "omoe", "mmoe"], "Models to train.")
-flags.DEFINE_integer("num_seeds", 10, "Seeds per model and correlation (seeds 0, 1, ...).")
-flags.DEFINE_integer("num_train", 20000, "Training examples per data set.")
-flags.DEFINE_integer("num_test", 5000, "Test examples per data set.")
-flags.DEFINE_integer("input_dim", 100, "Input dimension d of the synthetic data.")
-flags.DEFINE_integer("epochs", 50, "Training epochs.")
-flags.DEFINE_integer("batch_size", 128, "Examples per training batch.")
+TASKS = ("task_1", "task_2")
+MODEL_LABELS = {"shared_bottom": "Shared-Bottom", "omoe": "OMoE", "mmoe": "MMoE"}
+
+flags.DEFINE_list("correlations", ["0.5", "0.9", "1.0"], "Cosine similarities of the task weights, each in [-1, 1].")
+flags.DEFINE_list("models", list(MODEL_LABELS), f"Models to train, from {', '.join(MODEL_LABELS)}.")
+flags.DEFINE_integer("num_seeds", 10, "Seeds per model and correlation (seeds 0, 1, ...).", lower_bound=1)
+flags.DEFINE_integer("num_train", 20000, "Training examples per data set.", lower_bound=1)
+flags.DEFINE_integer("num_test", 5000, "Test examples per data set.", lower_bound=1)
+# The generator draws two orthogonal unit vectors, which needs at least 2 dimensions.
+flags.DEFINE_integer("input_dim", 100, "Input dimension d of the synthetic data.", lower_bound=2)
+flags.DEFINE_integer("epochs", 50, "Training epochs.", lower_bound=1)
+flags.DEFINE_integer("batch_size", 128, "Examples per training batch.", lower_bound=1)
 flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.")
-flags.DEFINE_integer("num_experts", 8, "Experts of OMoE and MMoE.")
-flags.DEFINE_integer("expert_units", 16, "Units of each expert.")
-flags.DEFINE_integer("tower_units", 8, "Units of each task tower's hidden layer.")
-flags.DEFINE_integer("steps_per_execution", 16, "Training steps run per call into TensorFlow.")
-flags.DEFINE_bool("quick", False, "Small data, 2 seeds, 3 epochs: checks that the script runs.")
-flags.DEFINE_string("output_dir", "runs/mmoe_synthetic", "Folder of the results JSON and plots.")
+flags.DEFINE_integer("num_experts", 8, "Experts of OMoE and MMoE.", lower_bound=1)
+flags.DEFINE_integer("expert_units", 16, "Units of each expert.", lower_bound=1)
+flags.DEFINE_integer("tower_units", 8, "Units of each task tower's hidden layer.", lower_bound=1)
+flags.DEFINE_integer(
+    "steps_per_execution", 16, "Training steps run per call into TensorFlow.", lower_bound=1
+)
+flags.DEFINE_bool(
+    "quick",
+    False,
+    "Small data, 2 seeds, 2 epochs, correlations 0.5 and 1.0: checks that the script runs. "
+    "Flags given on the command line keep their values.",
+)
+flags.DEFINE_string(
+    "output_dir", "runs/mmoe_synthetic", "Folder of the results JSON and plots, created when missing."
+)
+flags.DEFINE_bool(
+    "overwrite",
+    False,
+    "Replace an existing results.json in --output_dir. Without it the script stops before "
+    "training when the file exists.",
+)
 flags.DEFINE_bool("write_docs", False, "Write the plots to docs/images/ and the tables to docs/reproductions.md.")
 flags.DEFINE_string(
     "from_results", None, "Skip training and report the runs in this results.json file; pass the run's other flags too."
 )
+example_flags.require_numbers("correlations", -1.0, 1.0)
+example_flags.require_choices("models", list(MODEL_LABELS))
+example_flags.require_number("learning_rate", 0.0, include_low=False)
+example_flags.require_results_file()
 
 FLAGS = flags.FLAGS
-TASKS = ("task_1", "task_2")
-MODEL_LABELS = {"shared_bottom": "Shared-Bottom", "omoe": "OMoE", "mmoe": "MMoE"}
 
 
 def mmoe_parameter_count(input_dim, num_experts, expert_units, tower_units, num_tasks, one_gate=False):
@@ -413,27 +438,25 @@ def _duration(seconds) -> str:
     return "" if seconds != seconds else f"{seconds / 60:.0f} min "
 
 
-def apply_quick_mode():
-    """Shrink the run so that it finishes in well under a minute."""
-    FLAGS.num_seeds = 2
-    FLAGS.num_train = 2000
-    FLAGS.num_test = 500
-    FLAGS.epochs = 2
-    FLAGS.correlations = ["0.5", "1.0"]
+# Quick mode shrinks the run so that it finishes in about a minute.
+QUICK_FLAGS = {
+    "num_seeds": 2,
+    "num_train": 2000,
+    "num_test": 500,
+    "epochs": 2,
+    "correlations": ["0.5", "1.0"],
+}
 
 
 def main(argv):
     del argv
     if FLAGS.quick:
-        apply_quick_mode()
+        example_flags.apply_quick_mode(QUICK_FLAGS)
     correlations = [float(value) for value in FLAGS.correlations]
-    for correlation in correlations:
-        if not -1.0 <= correlation <= 1.0:
-            raise ValueError(f"--correlations must be in [-1, 1]. Received: {correlation}")
     models = list(FLAGS.models)
-    unknown = [name for name in models if name not in MODEL_LABELS]
-    if unknown:
-        raise ValueError(f"Unknown --models {unknown}. Use shared_bottom, omoe or mmoe.")
+
+    results_file = example_flags.results_path(bool(FLAGS.from_results), FLAGS.overwrite)
+    output_dir = results_file.parent
 
     mmoe_params = mmoe_parameter_count(
         FLAGS.input_dim, FLAGS.num_experts, FLAGS.expert_units, FLAGS.tower_units, len(TASKS)
@@ -441,13 +464,15 @@ def main(argv):
     bottom_units = matched_bottom_units(FLAGS.input_dim, mmoe_params, FLAGS.tower_units, len(TASKS))
     logging.info("Shared-Bottom width %d matches MMoE's %d parameters.", bottom_units, mmoe_params)
 
-    output_dir = pathlib.Path(FLAGS.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
     results = []
     total = len(models) * len(correlations) * FLAGS.num_seeds
     started = time.perf_counter()
     if FLAGS.from_results:
         results = json.loads(pathlib.Path(FLAGS.from_results).read_text(encoding="utf-8"))
+        if not results:
+            raise app.UsageError(
+                f"--from_results must name a file with at least one run. Received: --from_results={FLAGS.from_results}"
+            )
         FLAGS.num_seeds = len({r["seed"] for r in results})
         correlations = [c for c in correlations if any(r["correlation"] == c for r in results)]
         logging.info("Read %d runs (%d seeds) from %s", len(results), FLAGS.num_seeds, FLAGS.from_results)
@@ -469,7 +494,7 @@ def main(argv):
                     elapsed, elapsed / len(results) * (total - len(results)),
                 )  # fmt: skip
         # Save after every seed so that a stopped run keeps its results.
-        (output_dir / "results.json").write_text(json.dumps(results), encoding="utf-8")
+        results_file.write_text(json.dumps(results), encoding="utf-8")
     seconds = time.perf_counter() - started
 
     table = summarize(results, correlations, models)
@@ -489,7 +514,7 @@ def main(argv):
         command = "python examples/mmoe_synthetic.py " + " ".join(
             flag
             for flag in _non_default_flags()
-            if not flag.startswith(("--write_docs", "--from_results", "--output_dir"))
+            if not flag.startswith(("--write_docs", "--from_results", "--output_dir", "--overwrite", "--nooverwrite"))
         )
         if FLAGS.from_results:
             # The training time of the original run is not stored in results.json.

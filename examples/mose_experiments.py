@@ -36,7 +36,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 # `benchmarks.report`, which writes the docs section, lives at the repository root.
 sys.path.insert(0, str(REPO_ROOT))
+# The shared flag checks sit next to this script. Python puts the script's folder on the
+# path when it runs the script, but not when another program imports the file.
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
+import example_flags  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
@@ -47,24 +51,41 @@ from mtl_layers.evaluation import roc_auc  # noqa: E402
 from mtl_layers.tasks import TaskSpec, compile_for_tasks  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_bool("quick", False, "Small data, 2 seeds, 2 models and 1 epoch, to check that it runs.")
-flags.DEFINE_integer("seeds", 3, "Seeds per configuration (seeds 0, 1, ...).")
-flags.DEFINE_integer("epochs", 20, "Maximum training epochs.")
+EXPERIMENTS = ("synthetic", "movielens")
+SYNTHETIC_MIN_LENGTH = 5
+
+flags.DEFINE_bool(
+    "quick",
+    False,
+    "Small data, 2 seeds, 2 models, 1 epoch, one correlation and sparsity, to check that it "
+    "runs. Flags given on the command line keep their values.",
+)
+flags.DEFINE_integer("seeds", 3, "Seeds per configuration (seeds 0, 1, ...).", lower_bound=1)
+flags.DEFINE_integer("epochs", 20, "Maximum training epochs.", lower_bound=1)
 flags.DEFINE_integer(
-    "patience", 4, "Epochs without a lower validation loss after which training stops."
+    "patience",
+    4,
+    "Epochs without a lower validation loss after which training stops (0: stop at the first).",
+    lower_bound=0,
 )
 flags.DEFINE_float("learning_rate", 5e-3, "Adam learning rate.")
-flags.DEFINE_integer("batch_size", 128, "Sequences per batch.")
+flags.DEFINE_integer("batch_size", 128, "Sequences per batch.", lower_bound=1)
+# With 10 sequences or more, each of the 70/10/20 splits gets at least one.
 flags.DEFINE_integer(
-    "num_examples", 3000, "Synthetic sequences per configuration, split 70/10/20."
+    "num_examples", 3000, "Synthetic sequences per configuration, split 70/10/20.", lower_bound=10
 )
 flags.DEFINE_integer(
-    "max_length", 12, "Longest synthetic sequence; lengths are uniform in [5, max_length]."
+    "max_length",
+    12,
+    f"Longest synthetic sequence; lengths are uniform in [{SYNTHETIC_MIN_LENGTH}, max_length].",
+    lower_bound=SYNTHETIC_MIN_LENGTH,
 )
-flags.DEFINE_integer("movielens_length", 50, "Steps per MovieLens window.")
-flags.DEFINE_list("correlations", ["0.2", "0.9"], "Synthetic task correlations.")
-flags.DEFINE_list("sparsities", ["0.0", "0.9"], "Synthetic sparsity of the sparse sources.")
-flags.DEFINE_list("experiments", ["synthetic", "movielens"], "Experiments to run.")
+flags.DEFINE_integer("movielens_length", 50, "Steps per MovieLens window.", lower_bound=2)
+flags.DEFINE_list("correlations", ["0.2", "0.9"], "Synthetic task correlations, each in [-1, 1].")
+flags.DEFINE_list(
+    "sparsities", ["0.0", "0.9"], "Synthetic sparsity of the sparse sources, each in [0, 1)."
+)
+flags.DEFINE_list("experiments", list(EXPERIMENTS), f"Experiments to run, from {', '.join(EXPERIMENTS)}.")
 flags.DEFINE_string("data_dir", None, "Folder with MovieLens 100K; default $MTL_LAYERS_DATA_DIR.")
 flags.DEFINE_bool("download", False, "Download MovieLens 100K from GroupLens when missing.")
 flags.DEFINE_bool("write_docs", False, "Write the tables into docs/reproductions.md.")
@@ -74,6 +95,10 @@ flags.DEFINE_bool(
     "Compile each model once and reset its weights and optimizer for every later fit, "
     "instead of building and compiling a new model per fit (same results, less tracing).",
 )
+example_flags.require_number("learning_rate", 0.0, include_low=False)
+example_flags.require_numbers("correlations", -1.0, 1.0)
+example_flags.require_numbers("sparsities", 0.0, 1.0, include_high=False)
+example_flags.require_choices("experiments", EXPERIMENTS)
 
 MODELS = (
     "mose",
@@ -88,7 +113,6 @@ MODELS = (
 )
 QUICK_MODELS = ("mose", "pooled_mmoe")
 SIZES = {"num_experts": 4, "expert_units": 16, "bottom_units": 32}
-SYNTHETIC_MIN_LENGTH = 5
 
 
 def build(name, tasks, sequence_features, mask=None, model_inputs=None):
@@ -525,15 +549,20 @@ def _machine():
 def main(argv):
     del argv
     start = time.time()
-    seeds = list(range(2 if FLAGS.quick else FLAGS.seeds))
-    epochs = 1 if FLAGS.quick else FLAGS.epochs
-    num_examples = 64 if FLAGS.quick else FLAGS.num_examples
-    models = QUICK_MODELS if FLAGS.quick else MODELS
     if FLAGS.quick:
-        FLAGS.correlations = FLAGS.correlations[:1]
-        FLAGS.sparsities = FLAGS.sparsities[-1:]
-        FLAGS.num_examples = num_examples
-        FLAGS.epochs = epochs
+        example_flags.apply_quick_mode(
+            {
+                "seeds": 2,
+                "epochs": 1,
+                "num_examples": 64,
+                "correlations": FLAGS.correlations[:1],
+                "sparsities": FLAGS.sparsities[-1:],
+            }
+        )
+    seeds = list(range(FLAGS.seeds))
+    epochs = FLAGS.epochs
+    num_examples = FLAGS.num_examples
+    models = QUICK_MODELS if FLAGS.quick else MODELS
 
     total = 0
     if "synthetic" in FLAGS.experiments:

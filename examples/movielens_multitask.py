@@ -21,30 +21,61 @@ GroupLens download (`--download`):
 import dataclasses
 import json
 import os
+import pathlib
+import sys
 import time
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 from absl import app, flags, logging  # noqa: E402
 
+# The shared flag checks sit next to this script. Python puts the script's folder on the
+# path when it runs the script, but not when another program imports the file.
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import example_flags  # noqa: E402
+
 MODELS = ("mmoe", "shared_bottom", "tutorial_joint")
 
-flags.DEFINE_list("models", list(MODELS), f"Models to train and compare, from {MODELS}.")
+flags.DEFINE_list("models", list(MODELS), f"Models to train and compare, from {', '.join(MODELS)}.")
 flags.DEFINE_string("data_dir", None, "Folder with MovieLens 100K (u.data, u.item, u.user) or a movielens-100k/ subfolder; defaults to $MTL_LAYERS_DATA_DIR.")
 flags.DEFINE_bool("download", False, "Download MovieLens 100K from GroupLens when the files are not found.")
 flags.DEFINE_bool("retrieval", False, "Add the two-tower retrieval task and report top-k recall.")
 flags.DEFINE_bool("uncertainty_weighting", False, "Learn the task loss weights (Kendall et al., CVPR 2018).")
-flags.DEFINE_integer("epochs", 10, "Training epochs.")
-flags.DEFINE_integer("batch_size", 1024, "Examples per training batch.")
+flags.DEFINE_integer("epochs", 10, "Training epochs.", lower_bound=1)
+flags.DEFINE_integer("batch_size", 1024, "Examples per training batch.", lower_bound=1)
 flags.DEFINE_float("learning_rate", 3e-3, "Adam learning rate.")
-flags.DEFINE_integer("num_experts", 4, "Experts of MMoE.")
-flags.DEFINE_integer("expert_units", 32, "Units of each MMoE expert.")
-flags.DEFINE_integer("bottom_units", 64, "Units of the Shared-Bottom model's shared layer.")
-flags.DEFINE_integer("embedding_dim", 16, "Embedding size of the id and categorical features.")
-flags.DEFINE_integer("seed", 0, "Random seed of the split, the weights and the shuffling.")
-flags.DEFINE_bool("quick", False, "Smoke run: 4,000 training ratings, 2,000 test ratings, one epoch.")
-flags.DEFINE_string("export_dir", "", "Base folder of versioned SavedModels, one subfolder per model; empty to skip.")
+flags.DEFINE_integer("num_experts", 4, "Experts of MMoE.", lower_bound=1)
+flags.DEFINE_integer("expert_units", 32, "Units of each MMoE expert.", lower_bound=1)
+flags.DEFINE_integer("bottom_units", 64, "Units of the Shared-Bottom model's shared layer.", lower_bound=1)
+flags.DEFINE_integer("embedding_dim", 16, "Embedding size of the id and categorical features.", lower_bound=1)
+flags.DEFINE_integer(
+    "seed",
+    0,
+    "Random seed of the split, the weights and the shuffling.",
+    lower_bound=0,
+    upper_bound=2**32 - 1,  # NumPy's global seed, which Keras sets, must fit in 32 bits.
+)
+flags.DEFINE_bool(
+    "quick",
+    False,
+    "Smoke run: 4,000 training ratings, 2,000 test ratings, one epoch. A given --epochs "
+    "keeps its value.",
+)
+flags.DEFINE_string(
+    "export_dir",
+    "",
+    "Base folder of versioned SavedModels, one subfolder per model, created when missing; "
+    "empty to skip. A new version never replaces an existing one.",
+)
 flags.DEFINE_string("metrics_json", None, "Also write the test metrics to this JSON file.")
+flags.DEFINE_bool(
+    "overwrite",
+    False,
+    "Replace an existing --metrics_json file. Without it the script stops before training "
+    "when the file exists.",
+)
+example_flags.require_choices("models", MODELS)
+example_flags.require_number("learning_rate", 0.0, include_low=False)
 
 FLAGS = flags.FLAGS
 
@@ -127,16 +158,17 @@ def evaluate(model, features, labels):
 
 def main(argv):
     del argv
+    if FLAGS.quick:
+        example_flags.apply_quick_mode({"epochs": 1})
+    example_flags.check_output_file("metrics_json", overwrite=FLAGS.overwrite)
+    example_flags.check_output_folder("export_dir")
     import tensorflow as tf
 
     import mtl_layers as mtl
     from mtl_layers.compat import keras
     from mtl_layers.tfrs import movielens_data
 
-    unknown = sorted(set(FLAGS.models) - set(MODELS))
-    if unknown:
-        raise app.UsageError(f"--models has unknown names {unknown}; choose from {MODELS}.")
-    epochs = 1 if FLAGS.quick else FLAGS.epochs
+    epochs = FLAGS.epochs
     train_limit, test_limit = (4000, 2000) if FLAGS.quick else (None, None)
 
     data = movielens_data.load_movielens_ratings(

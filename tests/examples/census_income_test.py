@@ -142,3 +142,60 @@ def test_main_job_rejects_bad_learning_rate():
     )  # fmt: skip
     assert result.returncode != 0
     assert "--learning_rate must be a finite number > 0. Received: nan" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "flag, message",
+    [
+        ("--epochs=-1", "flag --epochs=-1: -1 is not a positive integer"),
+        ("--epochs=0", "flag --epochs=0: 0 is not a positive integer"),
+        ("--batch_size=0", "flag --batch_size=0: 0 is not a positive integer"),
+        ("--steps_per_execution=0", "flag --steps_per_execution=0: 0 is not a positive integer"),
+        ("--max_examples=-5", "flag --max_examples=-5: -5 is not a positive integer"),
+        ("--task_group=3", "flag --task_group=3: 3 is not an integer in the range [1, 2]"),
+        ("--seed=-1", "flag --seed=-1: -1 is not an integer in the range [0, 4294967295]"),
+        ("--cpu_devices=-1", "flag --cpu_devices=-1: -1 is not a non-negative integer"),
+    ],
+)
+def test_bad_count_flag_fails_at_start(run_script, flag, message):
+    result = run_script("examples/census_income.py", flag, "--export_dir=", timeout=120)
+    assert result.returncode == 1
+    assert message in result.stderr
+
+
+def test_missing_model_folder_fails_before_training(run_script, tmp_path):
+    path = tmp_path / "missing" / "model.keras"
+    result = run_script("examples/census_income.py", f"--keras_model_path={path}", "--export_dir=", timeout=120)
+    assert result.returncode == 1
+    assert f"The folder of --keras_model_path does not exist: {path.parent}." in result.stderr
+    assert "Trained in" not in result.stderr
+
+
+def test_model_path_needs_keras_suffix(run_script, tmp_path):
+    path = tmp_path / "model"
+    result = run_script("examples/census_income.py", f"--keras_model_path={path}", "--export_dir=", timeout=120)
+    assert result.returncode == 1
+    assert f"--keras_model_path must name a file ending in .keras. Received: --keras_model_path={path}" in result.stderr
+
+
+def test_missing_metrics_folder_fails_before_training(run_script, tmp_path):
+    path = tmp_path / "missing" / "metrics.json"
+    result = run_script("examples/census_income.py", f"--metrics_json={path}", "--export_dir=", timeout=120)
+    assert result.returncode == 1
+    assert f"The folder of --metrics_json does not exist: {path.parent}." in result.stderr
+
+
+def test_existing_metrics_file_is_kept(run_script, tmp_path):
+    path = tmp_path / "metrics.json"
+    path.write_text("{}", encoding="utf-8")
+    result = run_script("examples/census_income.py", f"--metrics_json={path}", "--export_dir=", timeout=120)
+    assert result.returncode == 1
+    assert f"{path} already exists. Pass --overwrite to replace it" in result.stderr
+    assert path.read_text(encoding="utf-8") == "{}"
+
+
+def test_export_dir_below_file_fails_at_start(run_script, tmp_path):
+    (tmp_path / "exports").write_text("", encoding="utf-8")
+    result = run_script("examples/census_income.py", f"--export_dir={tmp_path / 'exports' / 'census'}", timeout=120)
+    assert result.returncode == 1
+    assert f"--export_dir is below {tmp_path / 'exports'}, which is a file" in result.stderr

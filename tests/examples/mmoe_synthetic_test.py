@@ -6,6 +6,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 SCRIPT = REPO_ROOT / "examples" / "mmoe_synthetic.py"
 
@@ -79,3 +81,48 @@ def test_paired_analysis_compares_seed_by_seed():
     assert "MMoE +0.0120 ± 0.0040" in lines[1]
     assert "0.5: 0.80 (± 0.00), 1.0: 0.80 (± 0.00)" in lines[2]
     assert "8 of 8 runs had a lower test loss" in lines[3]
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--epochs=-1"], "flag --epochs=-1: -1 is not a positive integer"),
+        (["--num_seeds=0"], "flag --num_seeds=0: 0 is not a positive integer"),
+        (["--input_dim=1"], "flag --input_dim=1: 1 is not integer >= 2"),
+        (["--quick", "--correlations=high"], "--correlations entries must each be a number in [-1, 1]. Received: 'high'"),
+        (["--quick", "--models=mmoe,moe"], "--models entries must be one of shared_bottom, omoe, mmoe. Received: 'moe'"),
+    ],
+)
+def test_bad_flag_fails_at_start(run_script, tmp_path, flags, message):
+    result = run_script("examples/mmoe_synthetic.py", *flags, f"--output_dir={tmp_path}", timeout=120)
+    assert result.returncode == 1
+    assert message in result.stderr
+
+
+def test_existing_results_are_kept(run_script, tmp_path):
+    results = tmp_path / "results.json"
+    results.write_text("[]", encoding="utf-8")
+    result = run_script("examples/mmoe_synthetic.py", "--quick", f"--output_dir={tmp_path}", timeout=120)
+    assert result.returncode == 1
+    assert f"{results} already exists. Pass --overwrite to replace it" in result.stderr
+    assert results.read_text(encoding="utf-8") == "[]"
+
+
+def test_quick_mode_keeps_given_epochs(run_script, tmp_path):
+    # --from_results skips training but rejects runs whose epoch count differs from
+    # --epochs, so the report succeeds only if --quick keeps --epochs=1 instead of 2.
+    runs = [
+        {"model": model, "correlation": 0.5, "seed": 0, "params": 100, "test_loss": 0.1,
+         "train_curve": [0.2], "test_curve": [0.1]}
+        for model in ("shared_bottom", "omoe", "mmoe")
+    ]  # fmt: skip
+    runs[2]["gate_weights"] = {"task_1": [0.5, 0.5], "task_2": [0.5, 0.5]}
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps(runs), encoding="utf-8")
+    result = run_script(
+        "examples/mmoe_synthetic.py", "--quick", "--epochs=1", f"--from_results={results}",
+        f"--output_dir={tmp_path / 'report'}", timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "--quick keeps --epochs=1 from the command line." in result.stderr
+    assert "| MMoE | 100 | 0.1000 ± 0.0000 |" in result.stdout

@@ -5,6 +5,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent.parent
 
 
@@ -42,3 +44,19 @@ def test_quick_mode_prints_tables(data_file):
     new_models = _run_quick_mode(folder, "--reuse_compiled=false")
     assert new_models.returncode == 0, new_models.stderr[-3000:]
     assert _table_rows(new_models.stdout) == rows
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--epochs=-1"], "flag --epochs=-1: -1 is not a positive integer"),
+        (["--seeds=0"], "flag --seeds=0: 0 is not a positive integer"),
+        (["--experiments=synthtic"], "--experiments entries must be one of synthetic, movielens. Received: 'synthtic'"),
+        (["--quick", "--sparsities=1"], "--sparsities entries must each be a number in [0, 1). Received: '1'"),
+        (["--quick", "--num_examples=5"], "flag --num_examples=5: 5 is not integer >= 10"),
+    ],
+)
+def test_bad_flag_fails_at_start(run_script, flags, message):
+    result = run_script("examples/mose_experiments.py", *flags, timeout=120)
+    assert result.returncode == 1
+    assert message in result.stderr

@@ -39,3 +39,26 @@ def test_quick_run_reports_and_exports(data_root, tmp_path):
     version = tmp_path / "exports" / "mmoe" / "1"
     assert (version / "saved_model.pb").is_file()
     assert (version / "assets.extra" / "tf_serving_warmup_requests").is_file()
+
+
+@pytest.mark.parametrize(
+    "flag, message",
+    [
+        ("--models=mmoe,xx", "--models entries must be one of mmoe, shared_bottom, tutorial_joint. Received: 'xx'"),
+        ("--epochs=0", "flag --epochs=0: 0 is not a positive integer"),
+        ("--batch_size=-1", "flag --batch_size=-1: -1 is not a positive integer"),
+    ],
+)
+def test_bad_flag_fails_at_start(run_script, flag, message):
+    result = run_script("examples/movielens_multitask.py", "--quick", flag, timeout=120)
+    assert result.returncode == 1
+    assert message in result.stderr
+
+
+def test_existing_metrics_file_is_kept(run_script, tmp_path):
+    path = tmp_path / "metrics.json"
+    path.write_text("{}", encoding="utf-8")
+    result = run_script("examples/movielens_multitask.py", "--quick", f"--metrics_json={path}", timeout=120)
+    assert result.returncode == 1
+    assert f"{path} already exists. Pass --overwrite to replace it" in result.stderr
+    assert path.read_text(encoding="utf-8") == "{}"
