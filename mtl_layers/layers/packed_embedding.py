@@ -95,7 +95,9 @@ class PackedEmbedding(keras.layers.Layer):
         super().build(input_shape)
 
     def call(self, ids):
-        ids = ops.cast(ids, "int32")
+        # Clipping before the cast keeps an int64 id beyond the int32 range out of range.
+        # The cast alone would wrap 2**32 + 1 to 1.
+        ids = ops.cast(ops.clip(ids, -1, max(self.vocabulary_sizes)), "int32")
 
         # An id outside [0, vocabulary_sizes[f]) reads row 0 and is zeroed below, so it
         # cannot reach a row of a neighbouring feature.

@@ -13,7 +13,9 @@ class TaskEmbedding(keras.layers.Layer):
 
     Args:
         num_tasks: Number of tasks, an integer >= 1. Valid ids are `0 .. num_tasks - 1`.
-            On the TensorFlow backend any other id raises InvalidArgumentError.
+            On the TensorFlow backend any other id raises InvalidArgumentError, except
+            under XLA (`jit_compile=True`), which drops run-time assertions. There, and on
+            JAX and PyTorch, such an id gets a vector of NaN.
         output_dim: Size of a task vector, an integer >= 1.
         embeddings_initializer: Initializer of the table.
         embeddings_regularizer: Regularizer of the table.
@@ -63,11 +65,20 @@ class TaskEmbedding(keras.layers.Layer):
         super().build(input_shape)
 
     def call(self, task_ids):
-        task_ids = ops.reshape(ops.cast(task_ids, "int32"), (-1,))
+        # Clipping before the cast keeps an int64 id beyond the int32 range out of range.
+        # The cast alone would wrap 2**32 + 1 to 1.
+        task_ids = ops.clip(ops.reshape(task_ids, (-1,)), -1, self.num_tasks)
+        task_ids = ops.cast(task_ids, "int32")
+
         # Without the check, TensorFlow's gather returns zeros for an id >= num_tasks on
         # GPU, and ops.take counts a negative id from the end.
         task_ids = _runtime_checks.check_task_id_range("TaskEmbedding", task_ids, self.num_tasks)
-        return ops.take(self.embeddings, task_ids, axis=0)
+        valid = ops.logical_and(ops.greater_equal(task_ids, 0), ops.less(task_ids, self.num_tasks))
+        vectors = ops.take(self.embeddings, ops.where(valid, task_ids, 0), axis=0)
+
+        # Where no check can raise (under XLA, on JAX and PyTorch), an id out of range
+        # gets a NaN vector, so that the loss shows the bad id instead of hiding it.
+        return ops.where(ops.expand_dims(valid, -1), vectors, float("nan"))
 
     def compute_output_shape(self, input_shape):
         return (tuple(input_shape)[0], self.output_dim)

@@ -331,6 +331,37 @@ def test_task_embedding_rejects_ids_out_of_range(task_id):
         traced(np.array([task_id, 1], "int32"))
 
 
+@pytest.mark.skipif(
+    backend_name() != "tensorflow",
+    reason="the id range is checked with TensorFlow assertions; other backends do not check",
+)
+def test_task_embedding_rejects_int64_id_beyond_int32():
+    import tensorflow as tf
+
+    layer = mtl.TaskEmbedding(num_tasks=3, output_dim=4)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"task id outside \[0, 3\)"):
+        layer(np.array([0, 2**32 + 1], "int64"))
+
+
+@pytest.mark.parametrize("task_id", [-1, 3, 2**32 + 1])
+def test_task_embedding_unchecked_ids_give_nan(task_id):
+    if backend_name() == "jax" and task_id > 2**31:
+        pytest.skip("JAX without x64 wraps int64 inputs to int32 before the layer sees them")
+    layer = mtl.TaskEmbedding(num_tasks=3, output_dim=4)
+    ids = np.array([1, task_id], "int64")
+    if backend_name() == "tensorflow":
+        import tensorflow as tf
+
+        # XLA drops the assertion, so the vector of NaN is what shows the bad id there.
+        vectors = tf.function(layer, jit_compile=True)(ids)
+    else:
+        vectors = layer(ids)
+
+    vectors = ops.convert_to_numpy(vectors)
+    assert np.all(np.isfinite(vectors[0]))
+    assert np.all(np.isnan(vectors[1]))
+
+
 def test_task_embedding_rejects_sequences():
     with pytest.raises(ValueError, match="one integer task id per example"):
         mtl.TaskEmbedding(num_tasks=3, output_dim=4)(np.zeros((2, 3), "int32"))

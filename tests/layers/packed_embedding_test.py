@@ -97,3 +97,18 @@ def test_packed_embedding_invalid_ids_zero():
     np.testing.assert_array_equal(outputs[1, 1], table[3 + 4])
     np.testing.assert_array_equal(outputs[2, 0], table[0])
     np.testing.assert_array_equal(outputs[3, 0], table[2])
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() == "jax",
+    reason="JAX without x64 wraps int64 inputs to int32 before the layer sees them",
+)
+def test_packed_embedding_int64_id_beyond_int32_is_zero():
+    layer = mtl.PackedEmbedding([3, 5], output_dim=2)
+    ids = np.array([[1, 2**32 + 1], [2**32 + 2, 4]], "int64")
+
+    vectors = ops.convert_to_numpy(layer(ids)).reshape(2, 2, 2)
+
+    np.testing.assert_array_equal(vectors[0, 1], 0.0)
+    np.testing.assert_array_equal(vectors[1, 0], 0.0)
+    assert np.any(vectors[0, 0] != 0.0)
