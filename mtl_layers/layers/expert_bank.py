@@ -143,6 +143,8 @@ class ExpertBank(keras.layers.Layer):
                         regularizer=self.bias_regularizer,
                     )
                 )
+        # Later calls with another feature count then fail with a message naming both.
+        self.input_spec = keras.layers.InputSpec(min_ndim=2, axes={-1: input_dim})
         super().build(input_shape)
 
     def call(self, inputs, training=None):

@@ -260,6 +260,8 @@ class HyperGridDense(keras.layers.Layer):
             for projection in (self.local_rows, self.local_cols):
                 if projection is not None:
                     projection.build(conditioning_shape)
+        # Later calls with another feature count then fail with a message naming both.
+        self.input_spec = keras.layers.InputSpec(min_ndim=2, axes={-1: input_dim})
         super().build(inputs_shape)
 
     def _local_projection(self, size, name):

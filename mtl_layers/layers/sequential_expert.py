@@ -384,6 +384,8 @@ class SequentialExpert(keras.layers.Layer):
         # Build the loop even when the fused kernel serves every call: tf_keras warns about
         # an unbuilt sublayer when it saves the model.
         self.expert_loop.build((None, None, input_dim))
+        # Later calls with another feature count then fail with a message naming both.
+        self.input_spec = keras.layers.InputSpec(ndim=3, axes={-1: input_dim})
         super().build(input_shape)
 
     def _bias_initializer(self, shape, dtype=None):

@@ -172,3 +172,10 @@ def test_expert_bank_keras_file_round_trip(tmp_path):
     np.testing.assert_allclose(
         restored.predict_on_batch(data), model.predict_on_batch(data), rtol=1e-6
     )
+
+
+def test_expert_bank_rejects_other_feature_count():
+    layer = mtl.ExpertBank(2, 3)
+    layer(np.ones((2, 5), "float32"))
+    with pytest.raises(ValueError, match="expected axis -1 of input shape to have value 5"):
+        layer(np.ones((2, 7), "float32"))

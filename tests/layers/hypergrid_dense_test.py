@@ -377,3 +377,11 @@ def test_task_embedding_config_round_trip():
     layer = mtl.TaskEmbedding(num_tasks=5, output_dim=3, name="tasks")
     config = layer.get_config()
     assert mtl.TaskEmbedding.from_config(config).get_config() == config
+
+
+def test_hypergrid_dense_rejects_other_feature_count():
+    layer = mtl.HyperGridDense(4, block_shape=(2, 2))
+    conditioning = np.ones((2, 3), "float32")
+    layer(np.ones((2, 4), "float32"), conditioning)
+    with pytest.raises(ValueError, match="expected axis -1 of input shape to have value 4"):
+        layer(np.ones((2, 6), "float32"), conditioning)

@@ -354,3 +354,10 @@ def test_task_gate_time_axis_in_functional_model():
     assert np.isfinite(outputs).all()
     if not IS_KERAS_2:
         assert tuple(model.output.shape) == (None, None, 4)
+
+
+def test_sequential_expert_rejects_other_feature_count():
+    layer = mtl.SequentialExpert(2, 3)
+    layer(np.ones((2, 4, 5), "float32"))
+    with pytest.raises(ValueError, match="expected axis -1 of input shape to have value 5"):
+        layer(np.ones((2, 4, 7), "float32"))
