@@ -404,6 +404,12 @@ class SequentialExpert(keras.layers.Layer):
         batch_size = ops.shape(inputs)[0]
         time_steps = ops.shape(inputs)[1]
 
+        if inputs.shape[1] == 0:
+            # No step at all: every row is a row without a valid step, whose outputs are
+            # zeros. The loop cannot run zero steps.
+            outputs_shape = (batch_size, 0) if self.return_sequences else (batch_size,)
+            return ops.zeros(outputs_shape + (self.num_experts, self.units), dtype=self.compute_dtype)
+
         if mask is not None:
             mask = self._check_mask(mask, inputs)
             # Padded inputs never reach the projection, so even a NaN there changes nothing.

@@ -361,3 +361,17 @@ def test_sequential_expert_rejects_other_feature_count():
     layer(np.ones((2, 4, 5), "float32"))
     with pytest.raises(ValueError, match="expected axis -1 of input shape to have value 5"):
         layer(np.ones((2, 4, 7), "float32"))
+
+
+@pytest.mark.parametrize("use_fused_kernel", ["auto", False])
+@pytest.mark.parametrize("return_sequences", [True, False])
+def test_sequential_expert_zero_steps_give_zeros(use_fused_kernel, return_sequences):
+    layer = mtl.SequentialExpert(
+        2, 4, return_sequences=return_sequences, use_fused_kernel=use_fused_kernel
+    )
+
+    outputs = ops.convert_to_numpy(layer(np.ones((3, 0, 5), "float32")))
+
+    expected_shape = (3, 0, 2, 4) if return_sequences else (3, 2, 4)
+    assert outputs.shape == expected_shape
+    assert not outputs.any()
