@@ -2,6 +2,8 @@
 
 import numbers
 
+import numpy as np
+
 
 def check_positive_int(name: str, value) -> int:
     """Return `value` as an int, or raise ValueError unless it is an integer >= 1."""
@@ -29,6 +31,16 @@ def check_non_negative(name: str, value) -> float:
     ):
         raise ValueError(f"`{name}` must be a finite number >= 0. Received: {name}={value!r}")
     return float(value)
+
+
+def check_bool(name: str, value) -> bool:
+    """Return `value` as a bool, or raise ValueError unless it is True or False.
+
+    A string such as "False" is rejected: `bool("False")` would be True.
+    """
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise ValueError(f"`{name}` must be True or False. Received: {name}={value!r}")
 
 
 def check_auto_or_bool(name: str, value):

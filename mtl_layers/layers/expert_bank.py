@@ -69,7 +69,7 @@ class ExpertBank(keras.layers.Layer):
         self.units = _validation.check_units("units", units)
         self.activation = keras.activations.get(activation)
         self.dropout = _validation.check_rate("dropout", dropout)
-        self.use_bias = bool(use_bias)
+        self.use_bias = _validation.check_bool("use_bias", use_bias)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)

@@ -184,7 +184,7 @@ class HyperGridDense(keras.layers.Layer):
                 f"among the divisors of {self.units}."
             )
         self.activation = keras.activations.get(activation)
-        self.use_bias = bool(use_bias)
+        self.use_bias = _validation.check_bool("use_bias", use_bias)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.local_initializer = keras.initializers.get(local_initializer)

@@ -57,10 +57,13 @@ class PackedEmbedding(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if isinstance(vocabulary_sizes, (str, bytes)) or not hasattr(vocabulary_sizes, "__len__"):
+        # A set or dict has a length but no order, and the order maps sizes to id columns.
+        if isinstance(vocabulary_sizes, (str, bytes, set, frozenset, dict)) or not hasattr(
+            vocabulary_sizes, "__len__"
+        ):
             raise ValueError(
-                "`vocabulary_sizes` must be a non-empty sequence of integers >= 1. "
-                f"Received: vocabulary_sizes={vocabulary_sizes!r}"
+                "`vocabulary_sizes` must be a non-empty sequence (list or tuple) of integers "
+                f">= 1, in the order of the id columns. Received: vocabulary_sizes={vocabulary_sizes!r}"
             )
         if len(vocabulary_sizes) == 0:
             raise ValueError(

@@ -1,5 +1,6 @@
 """TaskGate: a softmax gate that mixes expert outputs for one task."""
 
+import numbers
 from typing import Optional
 
 from mtl_layers.compat import keras, mean_aggregation, no_autocast, ops, register_serializable
@@ -108,7 +109,7 @@ class TaskGate(keras.layers.Layer):
         self.top_k = top_k
         if (
             isinstance(temperature, bool)
-            or not isinstance(temperature, (int, float))
+            or not isinstance(temperature, numbers.Real)
             or not 0.0 < temperature < float("inf")
         ):
             raise ValueError(
@@ -116,14 +117,14 @@ class TaskGate(keras.layers.Layer):
             )
         self.temperature = float(temperature)
         self.noise_stddev = _validation.check_non_negative("noise_stddev", noise_stddev)
-        self.return_weights = bool(return_weights)
+        self.return_weights = _validation.check_bool("return_weights", return_weights)
         self.load_balance_weight = _validation.check_non_negative(
             "load_balance_weight", load_balance_weight
         )
         self.utilization_momentum = _validation.check_rate(
             "utilization_momentum", utilization_momentum
         )
-        self.use_bias = bool(use_bias)
+        self.use_bias = _validation.check_bool("use_bias", use_bias)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
 

@@ -139,6 +139,7 @@ def test_expert_bank_extreme_inputs_finite():
         ({"num_experts": 2, "units": []}, "`units` must be an integer or a non-empty list"),
         ({"num_experts": 2, "units": [4, 0]}, "Every entry of `units`"),
         ({"num_experts": 2, "units": 4, "dropout": 1.0}, "`dropout` must be a float in the range"),
+        ({"num_experts": 2, "units": 4, "use_bias": "False"}, "`use_bias` must be True or False"),
     ],
 )
 def test_expert_bank_invalid_arguments(kwargs, message):

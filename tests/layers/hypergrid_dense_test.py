@@ -193,6 +193,7 @@ def test_block_rows_must_divide_features():
         ({"units": 0}, "units"),
         ({"units": 4, "mode": "lg"}, "mode"),
         ({"units": 4, "mode": "LGL"}, "mode"),
+        ({"units": 4, "use_bias": "False"}, "`use_bias` must be True or False"),
     ],
 )
 def test_invalid_arguments_rejected(arguments, message):

@@ -48,6 +48,7 @@ def test_packed_embedding_gradient_rows(gradients):
     [
         ({"vocabulary_sizes": [], "output_dim": 2}, r"`vocabulary_sizes` must be a non-empty sequence"),
         ({"vocabulary_sizes": 5, "output_dim": 2}, r"`vocabulary_sizes` must be a non-empty sequence"),
+        ({"vocabulary_sizes": {3, 5}, "output_dim": 2}, r"in the order of the id columns"),
         ({"vocabulary_sizes": [3, 0], "output_dim": 2}, r"`vocabulary_sizes\[1\]` must be an integer >= 1. Received: vocabulary_sizes\[1\]=0"),
         ({"vocabulary_sizes": [3], "output_dim": 0}, r"`output_dim` must be an integer >= 1"),
     ],

@@ -232,6 +232,8 @@ def test_embedding_mask_is_used():
         ({"num_experts": 2, "units": 2.5}, "units"),
         ({"num_experts": 2, "units": 4, "dropout": 1.0}, "dropout"),
         ({"num_experts": 2, "units": 4, "recurrent_dropout": -0.1}, "recurrent_dropout"),
+        ({"num_experts": 2, "units": 4, "return_sequences": "False"}, "`return_sequences` must be True or False"),
+        ({"num_experts": 2, "units": 4, "unit_forget_bias": 1}, "`unit_forget_bias` must be True or False"),
     ],
 )
 def test_invalid_arguments(kwargs, message):

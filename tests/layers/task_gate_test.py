@@ -186,6 +186,7 @@ def test_task_gate_float32_under_mixed_precision():
         ({"num_experts": 4, "temperature": -1.0}, "`temperature` must be a finite number > 0"),
         ({"num_experts": 4, "noise_stddev": -0.1}, "`noise_stddev` must be a finite number >= 0"),
         ({"num_experts": 4, "load_balance_weight": float("nan")}, "`load_balance_weight`"),
+        ({"num_experts": 4, "return_weights": "no"}, "`return_weights` must be True or False"),
     ],
 )
 def test_task_gate_invalid_arguments(kwargs, message):
@@ -261,3 +262,9 @@ def test_masked_inputs_accepted_without_warning():
     assert not [w for w in caught if "mask" in str(w.message)]
     assert tuple(mixture.shape) == (2, 5, 4)
     assert gate.compute_mask([experts, sequence], [mask, mask]) is None
+
+
+def test_task_gate_accepts_numpy_temperature():
+    gate = mtl.TaskGate(4, temperature=np.float32(0.5))
+
+    assert gate.temperature == 0.5
