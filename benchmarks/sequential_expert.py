@@ -41,8 +41,14 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 FLAGS = flags.FLAGS
 flags.DEFINE_bool("quick", False, "Tiny sizes and few steps, to check that the script runs.")
-flags.DEFINE_integer("steps", 5, "Timed training steps per variant and size.")
-flags.DEFINE_integer("rounds", 3, "Alternating rounds over the variants; the median is kept.")
+flags.DEFINE_integer("steps", 5, "Timed training steps per variant and size.", lower_bound=1)
+flags.DEFINE_integer(
+    "rounds",
+    3,
+    "Alternating rounds over the variants. The table reports each variant's minimum step "
+    "time over all steps of all rounds, for wall time and CPU time separately.",
+    lower_bound=1,
+)
 flags.DEFINE_bool("write_docs", False, "Write the results into docs/benchmarks.md.")
 
 # (batch, time, features, experts, units)

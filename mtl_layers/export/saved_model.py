@@ -118,14 +118,77 @@ def _example_parsing_spec(specs: Dict[str, tf.TensorSpec]) -> Dict[str, object]:
 
 
 def next_version(export_dir: Union[str, os.PathLike]) -> int:
-    """Return one more than the highest numeric version folder in `export_dir` (or 1)."""
-    export_dir = pathlib.Path(export_dir)
+    """Return one more than the highest numeric entry name in `export_dir` (or 1).
+
+    Every entry counts, not only version folders. A file or a broken symbolic link named
+    `3` also blocks version 3, so the result is free and above all of them.
+    """
+    export_dir = pathlib.Path(export_dir).expanduser()
     versions = [
         int(entry.name)
         for entry in export_dir.iterdir()
-        if entry.is_dir() and _VERSION_PATTERN.match(entry.name)
+        if _VERSION_PATTERN.match(entry.name)
     ] if export_dir.is_dir() else []
     return max(versions, default=0) + 1
+
+
+def _check_export_dir(export_dir) -> pathlib.Path:
+    """Return `export_dir` as a Path with `~` expanded, or raise ValueError if it is unusable."""
+    if not isinstance(export_dir, (str, os.PathLike)) or not isinstance(
+        os.fspath(export_dir), str
+    ):
+        raise ValueError(
+            "`export_dir` must be a path (a str or pathlib.Path) to the folder of the model's "
+            f"versions, such as 'exports/my_model'. Received: export_dir={export_dir!r}"
+        )
+    if not os.fspath(export_dir).strip():
+        raise ValueError(
+            "`export_dir` must name the folder of the model's versions. Received an empty "
+            f"path: export_dir={export_dir!r}. Pass a folder such as 'exports/my_model'."
+        )
+    export_dir = pathlib.Path(export_dir).expanduser()
+    if (export_dir / "saved_model.pb").exists():
+        raise ValueError(
+            f"`export_dir` must be the folder that contains the numbered versions, but "
+            f"{str(export_dir)!r} is itself a SavedModel (it contains saved_model.pb). "
+            f"Pass its parent, {str(export_dir.parent)!r}, so the new version sits beside it "
+            "where TF Serving finds it."
+        )
+    blocking = next(
+        (
+            parent
+            for parent in export_dir.parents
+            if os.path.lexists(parent) and not parent.is_dir()
+        ),
+        None,
+    )
+    if blocking is not None:
+        kind = "a broken symbolic link" if not blocking.exists() else "a file"
+        raise ValueError(
+            f"`export_dir` {str(export_dir)!r} lies below {str(blocking)!r}, which is {kind}, "
+            "so the folder cannot be created. Pass a path below a folder."
+        )
+    if export_dir.is_symlink() and not export_dir.exists():
+        raise ValueError(
+            "`export_dir` must be a folder or a path that does not exist yet. Received: "
+            f"export_dir={str(export_dir)!r}, a broken symbolic link to "
+            f"{os.readlink(export_dir)!r}. Create its target folder or pass another path."
+        )
+    if export_dir.exists() and not export_dir.is_dir():
+        raise ValueError(
+            "`export_dir` must be a folder that contains numbered versions (or a path that does not "
+            f"exist yet). Received: export_dir={str(export_dir)!r}, an existing file. Pass a folder "
+            "such as 'exports/my_model'."
+        )
+    return export_dir
+
+
+def _op_error_summary(message: str) -> str:
+    """Return the op's own message from a TensorFlow error, without the traceback of the graph."""
+    skipped = ("Graph execution error", "Detected at node", "File ", "[[")
+    lines = [line.strip() for line in message.splitlines()]
+    details = [line for line in lines if line and not line.startswith(skipped)]
+    return details[0] if details else message.strip()
 
 
 def _warmup_features(warmup_examples, specs, count):
@@ -182,8 +245,10 @@ def export_saved_model(
         model: A functional Keras model with named inputs (a model from
             `mtl_layers.models` has one input per raw feature), or an object with a
             `serving_model` attribute that contains one.
-        export_dir: Base folder of all versions; created if missing.
-        version: Version number (an integer >= 1). Defaults to the next free number.
+        export_dir: Base folder of all versions; created if missing. A leading `~` is
+            expanded to the home folder.
+        version: Version number (an integer >= 1). Defaults to one more than the highest
+            numeric name in `export_dir`, counting files and broken symbolic links too.
         warmup_examples: Real examples for the warm-up records: a dict of arrays keyed
             by input name (other keys, such as labels, are ignored) or a batched
             `tf.data.Dataset` of such dicts or of `(features, labels)` pairs, whose
@@ -198,47 +263,32 @@ def export_saved_model(
         The path of the new version folder.
 
     Raises:
-        FileExistsError: `export_dir/<version>` exists already; nothing is changed.
-        ValueError: `export_dir` is empty, an existing file, below a file or a SavedModel
-            version folder itself, `version` is not an integer >= 1, the model has no
-            defined inputs, or `warmup_examples` does not match the model inputs.
+        FileExistsError: `export_dir/<version>` exists already (a folder, a file or a
+            broken symbolic link); nothing is changed.
+        ValueError: `export_dir` is not a str or path, is empty, an existing file, a
+            broken symbolic link, below a file or a SavedModel version folder itself,
+            `version` is not an integer >= 1, the model has no defined inputs, or
+            `warmup_examples` does not match the model inputs (missing inputs, other
+            shapes or dtypes, unequal batch sizes or time lengths, NaN or infinite
+            values).
     """
-    if not str(export_dir).strip():
-        raise ValueError(
-            "`export_dir` must name the folder of the model's versions. Received an empty "
-            "path. Pass a folder such as 'exports/my_model'."
-        )
-    export_dir = pathlib.Path(export_dir)
-    if (export_dir / "saved_model.pb").exists():
-        raise ValueError(
-            f"`export_dir` must be the folder that contains the numbered versions, but "
-            f"{str(export_dir)!r} is itself a SavedModel (it contains saved_model.pb). "
-            f"Pass its parent, {str(export_dir.parent)!r}, so the new version sits beside it "
-            "where TF Serving finds it."
-        )
-    blocking_file = next(
-        (parent for parent in export_dir.parents if parent.exists() and not parent.is_dir()), None
-    )
-    if blocking_file is not None:
-        raise ValueError(
-            f"`export_dir` {str(export_dir)!r} lies below {str(blocking_file)!r}, which is a "
-            "file, so the folder cannot be created. Pass a path below a folder."
-        )
-    if export_dir.exists() and not export_dir.is_dir():
-        raise ValueError(
-            "`export_dir` must be a folder that contains numbered versions (or a path that does not "
-            f"exist yet). Received: export_dir={str(export_dir)!r}, an existing file. Pass a folder "
-            "such as 'exports/my_model'."
-        )
+    export_dir = _check_export_dir(export_dir)
     if version is None:
         version = next_version(export_dir)
     elif isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise ValueError(f"`version` must be an integer >= 1. Received: version={version!r}")
     target = export_dir / str(version)
-    if target.exists():
+    if target.is_dir():
         raise FileExistsError(
             f"Version {version} already exists at {target}; it was left unchanged. Pass "
             "another `version`, or omit it to use the next free number."
+        )
+    if os.path.lexists(target):
+        kind = "a broken symbolic link" if not target.exists() else "a file"
+        raise FileExistsError(
+            f"Cannot write version {version}: {target} is {kind}, which was left unchanged. "
+            "Move or delete it, pass another `version`, or omit `version` to use the next "
+            "free number."
         )
 
     served = _serving_model(model)
@@ -276,9 +326,18 @@ def export_saved_model(
         )
         # Fail here, before anything is written, when a warm-up request cannot run.
         for log in warmup_logs:
-            signatures[log.predict_log.request.model_spec.signature_name](
-                **warmup.request_inputs(log)
-            )
+            signature = log.predict_log.request.model_spec.signature_name
+            inputs = warmup.request_inputs(log)
+            try:
+                signatures[signature](**inputs)
+            except tf.errors.InvalidArgumentError as error:
+                shapes = {name: tuple(value.shape) for name, value in inputs.items()}
+                raise ValueError(
+                    f"The model failed on the warm-up request to {signature!r} with input "
+                    f"shapes {shapes}, so `warmup_examples` does not match the model inputs: "
+                    f"{_op_error_summary(error.message).rstrip('.')}. Pass examples that the model "
+                    "accepts."
+                ) from error
     else:
         logging.warning(
             "Exporting %s without TF Serving warm-up records; pass `warmup_examples` (a few "

@@ -37,9 +37,15 @@ def select_examples(
 
     Keys of `examples` that are not model inputs (labels, for example) are dropped.
 
+    A mask input is a boolean `(batch_size, time)` input with a variable number of steps.
+    When the model has one, every input with a variable number of steps must have the
+    mask's number of steps, because the mask marks their valid steps.
+
     Raises:
-        ValueError: An input is missing, the inputs have different lengths, there are
-            no examples, or a value cannot be converted to the input's dtype.
+        ValueError: An input is missing or has another shape per example than the model
+            input. The inputs have different batch sizes or numbers of steps, or there
+            are no examples. A value cannot be converted to the input's dtype, or a
+            selected example contains NaN or infinite values.
     """
     if not isinstance(examples, Mapping):
         raise ValueError(
@@ -53,32 +59,16 @@ def select_examples(
             f"{sorted(examples)}. Pass real examples of every input."
         )
     selected = {}
+    shapes = {}
     for name, spec in specs.items():
         values = np.asarray(examples[name])
         if values.ndim == 0:
             raise ValueError(
                 f"`warmup_examples[{name!r}]` must have a batch axis. Received a scalar: {values!r}"
             )
+        shapes[name] = values.shape
         values = values[:count]
-        if spec.dtype == tf.string and values.dtype.kind in "biufc":
-            raise ValueError(
-                f"`warmup_examples[{name!r}]` contains numbers ({values.dtype}), but the input "
-                f"{name!r} takes strings. Pass the raw string values of that feature, as "
-                "requests will send them."
-            )
-        try:
-            if spec.dtype == tf.string:
-                selected[name] = np.array(
-                    [value.decode() if isinstance(value, bytes) else str(value) for value in values.ravel()],
-                    dtype=object,
-                ).reshape(values.shape)
-            else:
-                selected[name] = values.astype(spec.dtype.as_numpy_dtype)
-        except (TypeError, ValueError) as error:
-            raise ValueError(
-                f"`warmup_examples[{name!r}]` cannot be converted to the input dtype "
-                f"{spec.dtype.name}: {error}"
-            ) from error
+        selected[name] = _convert_to_input_dtype(name, values, spec)
         expected_shape = tuple(spec.shape[1:])
         actual_shape = tuple(selected[name].shape[1:])
         if len(actual_shape) != len(expected_shape) or any(
@@ -89,12 +79,89 @@ def select_examples(
                 f"`warmup_examples[{name!r}]` has examples of shape {actual_shape}, but the "
                 f"input expects {expected_shape} (None matches any size)."
             )
-    lengths = {name: len(values) for name, values in selected.items()}
-    if len(set(lengths.values())) != 1:
-        raise ValueError(f"`warmup_examples` inputs must have equal lengths. Received: {lengths}")
-    if not next(iter(lengths.values())):
+    _check_batch_sizes(shapes)
+    _check_steps(shapes, specs)
+    if not len(next(iter(selected.values()))):
         raise ValueError("`warmup_examples` must contain at least one example. Received: 0")
     return selected
+
+
+def _convert_to_input_dtype(name: str, values: np.ndarray, spec: tf.TensorSpec) -> np.ndarray:
+    """Return `values` in the dtype of `spec`, or raise ValueError if they do not fit it."""
+    if spec.dtype == tf.string and values.dtype.kind in "biufc":
+        raise ValueError(
+            f"`warmup_examples[{name!r}]` contains numbers ({values.dtype}), but the input "
+            f"{name!r} takes strings. Pass the raw string values of that feature, as "
+            "requests will send them."
+        )
+    _check_finite(name, values)
+    try:
+        if spec.dtype == tf.string:
+            converted = np.array(
+                [value.decode() if isinstance(value, bytes) else str(value) for value in values.ravel()],
+                dtype=object,
+            ).reshape(values.shape)
+        else:
+            # An overflow is reported by the finite check below, not as a warning.
+            with np.errstate(over="ignore"):
+                converted = values.astype(spec.dtype.as_numpy_dtype)
+    except (TypeError, ValueError) as error:
+        raise ValueError(
+            f"`warmup_examples[{name!r}]` cannot be converted to the input dtype "
+            f"{spec.dtype.name}: {error}"
+        ) from error
+    # A float64 value beyond the float32 range becomes infinite in the cast.
+    _check_finite(name, converted)
+    return converted
+
+
+def _check_finite(name: str, values: np.ndarray):
+    """Raise ValueError if the float or complex `values` contain NaN or infinite values."""
+    if values.dtype.kind not in "fc":
+        return
+    finite = np.isfinite(values)
+    if finite.all():
+        return
+    first = tuple(int(index) for index in np.argwhere(~finite)[0])
+    raise ValueError(
+        f"`warmup_examples[{name!r}]` contains {int((~finite).sum())} NaN or infinite values "
+        f"(the first at index {first}: {values[first].item()}). TF Serving replays warm-up "
+        "records as real requests, so pass examples with finite values, for example rows "
+        "without missing values or with them replaced as the model's preprocessing does."
+    )
+
+
+def _check_batch_sizes(shapes: Mapping[str, tuple]):
+    """Raise ValueError unless every input in `shapes` has the same batch size."""
+    first_name, first_shape = next(iter(shapes.items()))
+    for name, shape in shapes.items():
+        if shape[0] != first_shape[0]:
+            raise ValueError(
+                "`warmup_examples` inputs must have the same batch size (first axis). "
+                f"Received: {first_name!r} of shape {first_shape} and {name!r} of shape "
+                f"{shape}. Pass the same examples of every input."
+            )
+
+
+def _check_steps(shapes: Mapping[str, tuple], specs: Mapping[str, tf.TensorSpec]):
+    """Raise ValueError unless every variable-length input has the mask's number of steps."""
+    variable = [
+        name for name, spec in specs.items() if spec.shape.rank >= 2 and spec.shape[1] is None
+    ]
+    masks = [
+        name for name in variable if specs[name].shape.rank == 2 and specs[name].dtype == tf.bool
+    ]
+    if not masks:
+        return
+    mask = masks[0]
+    for name in variable:
+        if shapes[name][1] != shapes[mask][1]:
+            raise ValueError(
+                f"`warmup_examples[{name!r}]` must have as many steps (axis 1) as the mask "
+                f"`warmup_examples[{mask!r}]`, because the mask marks its valid steps. "
+                f"Received: {name!r} of shape {shapes[name]} and {mask!r} of shape "
+                f"{shapes[mask]}. Pad or truncate them to one number of steps."
+            )
 
 
 def to_tf_examples(features: Mapping[str, np.ndarray]) -> List[bytes]:

@@ -99,6 +99,39 @@ def _check_output_steps(output_steps):
         )
 
 
+def _check_task_names(tasks, inputs):
+    """Raise ValueError if a task is named like a model input.
+
+    Each task's output layer is named after the task, and Keras requires unique layer
+    names, so such a model cannot be built.
+    """
+    tensors = inputs.values() if isinstance(inputs, dict) else inputs
+    input_names = {tensor.name.split(":")[0] for tensor in tensors}
+    for task in tasks:
+        if task.name in input_names:
+            raise ValueError(
+                f"Task name {task.name!r} is also the name of a model input. Each task's "
+                "output layer is named after the task, and layer names must be unique, so "
+                f"rename the task, for example TaskSpec({task.name + '_label'!r}, ...). "
+                f"Received: task names {[task.name for task in tasks]}, input names "
+                f"{sorted(input_names)}."
+            )
+
+
+def _build_model(inputs, outputs, name):
+    """Return the functional model, with a hint to rename a task when layer names repeat."""
+    try:
+        return keras.Model(inputs=inputs, outputs=outputs, name=name)
+    except ValueError as error:
+        if "is used" not in str(error) or "times in the model" not in str(error):
+            raise
+        raise ValueError(
+            f"{error} Layers created for a task are named after it (the output layer "
+            "`<task>`, `<task>_gate`, `<task>_tower_0`, ...), so a task named like another "
+            "layer of the model must be renamed."
+        ) from error
+
+
 def _outputs(tasks, representations, mask, output_steps, tower_dropout):
     """Apply each task's tower to its `(batch, time, features)` representation."""
     outputs = {}
@@ -149,7 +182,8 @@ def mose(
 
     Args:
         tasks: The tasks, as `TaskSpec`s; each gets a gate, a tower and an output named
-            after it.
+            after it, so no task may be named like a model input (`"sequence"` and
+            `"mask"` when `sequence_features` is a number).
         sequence_features: The number of features per step, which creates the inputs
             `"sequence"` `(batch_size, time, features)` float32 and `"mask"`
             `(batch_size, time)` bool; or a symbolic Keras tensor of encoded features
@@ -164,7 +198,7 @@ def mose(
         gate_top_k: Keep only the k largest gate logits per step, or None.
         gate_temperature: Divisor of the gate logits.
         load_balance_weight: Coefficient of each gate's load-balancing loss.
-        tower_dropout: Dropout rate after each tower hidden layer.
+        tower_dropout: Dropout rate after each tower hidden layer, in [0, 1).
         output_steps: `"all"` for one prediction per step `(batch_size, time, units)`, or
             `"last"` for the prediction at each row's last valid step `(batch_size, units)`.
         model_inputs: The inputs `sequence_features` and `mask` were computed from, when
@@ -186,7 +220,9 @@ def mose(
     """
     tasks = check_tasks(tasks)
     _check_output_steps(output_steps)
+    tower_dropout = _validation.check_rate("tower_dropout", tower_dropout)
     inputs, sequence, mask = _sequence_inputs(sequence_features, mask, model_inputs)
+    _check_task_names(tasks, inputs)
     bottom_units = _validation.check_positive_int("bottom_units", bottom_units)
 
     bottom = _bottom(sequence, mask, bottom_units, True, 0.0, "bottom_lstm")
@@ -211,7 +247,7 @@ def mose(
             name=f"{task.name}_gate",
         )(experts, gate_inputs)
     outputs = _outputs(tasks, representations, mask, output_steps, tower_dropout)
-    return keras.Model(inputs=inputs, outputs=outputs, name=name)
+    return _build_model(inputs, outputs, name)
 
 
 def mose_baseline(
@@ -232,10 +268,13 @@ def mose_baseline(
     """Build one of the baselines that MoSE is compared with, on the same inputs.
 
     Args:
-        tasks: The tasks, as `TaskSpec`s.
+        tasks: The tasks, as `TaskSpec`s. As in `mose`, no task may be named like a
+            model input.
         sequence_features: As in `mose`.
-        architecture: One of `"multi_model"`, `"shared_bottom"`, `"multi_head"` or
-            `"mmoe"` (see the module docstring).
+        architecture: `"multi_model"` (a separate bottom and tower per task),
+            `"shared_bottom"` (one shared bottom, a tower per task), `"multi_head"` (a
+            shared bottom, then a head per task before its tower) or `"mmoe"` (a shared
+            bottom, feed-forward experts and a gate per task at every step).
         sequential: True for LSTM bottoms and heads, False for feed-forward layers over
             each step's features and the mean of the features so far.
         mask: As in `mose`.
@@ -243,7 +282,7 @@ def mose_baseline(
         expert_units: Size of each expert of `"mmoe"` and of each head of `"multi_head"`.
         bottom_units: Size of the bottom (each task's bottom for `"multi_model"`).
         bottom_dropout: Dropout on the bottom's inputs (LSTM) or outputs (Dense).
-        tower_dropout: Dropout rate after each tower hidden layer.
+        tower_dropout: Dropout rate after each tower hidden layer, in [0, 1).
         output_steps: As in `mose`.
         model_inputs: As in `mose`.
         name: Model name; defaults to the architecture, with `"pooled_"` in front when
@@ -261,8 +300,10 @@ def mose_baseline(
     bottom_units = _validation.check_positive_int("bottom_units", bottom_units)
     expert_units = _validation.check_positive_int("expert_units", expert_units)
     bottom_dropout = _validation.check_rate("bottom_dropout", bottom_dropout)
+    tower_dropout = _validation.check_rate("tower_dropout", tower_dropout)
+    sequential = _validation.check_bool("sequential", sequential)
     inputs, sequence, mask = _sequence_inputs(sequence_features, mask, model_inputs)
-    sequential = bool(sequential)
+    _check_task_names(tasks, inputs)
     if name is None:
         name = architecture if sequential else f"pooled_{architecture}"
 
@@ -273,7 +314,7 @@ def mose_baseline(
                 sequence, mask, bottom_units, sequential, bottom_dropout, f"{task.name}_bottom"
             )
         outputs = _outputs(tasks, representations, mask, output_steps, tower_dropout)
-        return keras.Model(inputs=inputs, outputs=outputs, name=name)
+        return _build_model(inputs, outputs, name)
 
     bottom = _bottom(sequence, mask, bottom_units, sequential, bottom_dropout, "bottom")
     if architecture == "shared_bottom":
@@ -297,7 +338,7 @@ def mose_baseline(
                 experts, gate_inputs
             )
     outputs = _outputs(tasks, representations, mask, output_steps, tower_dropout)
-    return keras.Model(inputs=inputs, outputs=outputs, name=name)
+    return _build_model(inputs, outputs, name)
 
 
 def sequence_sample_weights(tasks: Sequence[TaskSpec], mask):
@@ -306,6 +347,17 @@ def sequence_sample_weights(tasks: Sequence[TaskSpec], mask):
     With `output_steps="all"` each task's loss must ignore padded steps; pass this dict as
     `sample_weight` (Keras 3 and `tf_keras` both accept `(batch_size, time)` weights for
     `(batch_size, time, 1)` outputs).
+
+    Raises:
+        ValueError: `mask` does not have shape `(batch_size, time)`.
     """
-    weights = np.asarray(mask).astype("float32")
-    return {task.name: weights for task in check_tasks(tasks)}
+    tasks = check_tasks(tasks)
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise ValueError(
+            "`mask` must have shape (batch_size, time), True at valid steps. Received: mask "
+            f"of shape {mask.shape}. Drop the extra axes, for example mask[..., 0] for a "
+            "(batch_size, time, 1) mask."
+        )
+    weights = mask.astype("float32")
+    return {task.name: weights for task in tasks}

@@ -89,3 +89,8 @@ def test_invalid_arguments(kwargs, message):
     arguments = {"num_examples": 5, "correlation": 0.5, **kwargs}
     with pytest.raises(ValueError, match=message):
         sequential_regression(**arguments)
+
+
+def test_min_length_above_max_length_named():
+    with pytest.raises(ValueError, match="Received: min_length=30, max_length=20"):
+        sequential_regression(5, 0.5, min_length=30)

@@ -409,3 +409,109 @@ def test_warmup_numbers_for_string_input_rejected(tmp_path, three_task_model, ex
     with pytest.raises(ValueError, match="takes strings"):
         mtl.export.export_saved_model(three_task_model, tmp_path, warmup_examples=broken)
     assert list(tmp_path.iterdir()) == []
+
+
+def _small_model():
+    return mtl.models.shared_bottom([TaskSpec("a")], keras.Input((4,), name="x"))
+
+
+def _small_mose():
+    return mtl.models.mose(
+        [TaskSpec("rating", kind="regression")], sequence_features=3, num_experts=2,
+        expert_units=2, bottom_units=2,
+    )  # fmt: skip
+
+
+def test_version_named_file_skipped(tmp_path):
+    (tmp_path / "1").write_text("user notes")
+    path = mtl.export.export_saved_model(_small_model(), tmp_path)
+    assert path == tmp_path / "2"
+    assert (tmp_path / "1").read_text() == "user notes"
+
+
+def test_version_named_file_blocks_version(tmp_path):
+    (tmp_path / "1").write_text("user notes")
+    with pytest.raises(FileExistsError, match=r"1 is a file.*Move or delete it"):
+        mtl.export.export_saved_model(_small_model(), tmp_path, version=1)
+    assert (tmp_path / "1").read_text() == "user notes"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["1"]
+
+
+def test_broken_version_symlink_skipped(tmp_path):
+    (tmp_path / "1").symlink_to(tmp_path / "missing")
+    path = mtl.export.export_saved_model(_small_model(), tmp_path)
+    assert path == tmp_path / "2"
+    assert (tmp_path / "1").is_symlink()
+
+
+def test_broken_version_symlink_blocks_version(tmp_path):
+    (tmp_path / "1").symlink_to(tmp_path / "missing")
+    with pytest.raises(FileExistsError, match="is a broken symbolic link"):
+        mtl.export.export_saved_model(_small_model(), tmp_path, version=1)
+    assert not (tmp_path / "missing").exists()
+
+
+def test_broken_symlink_as_export_dir_rejected(tmp_path):
+    (tmp_path / "exports").symlink_to(tmp_path / "missing")
+    with pytest.raises(ValueError, match="broken symbolic link"):
+        mtl.export.export_saved_model(_small_model(), tmp_path / "exports")
+    assert not (tmp_path / "missing").exists()
+
+
+def test_tilde_in_export_dir_expanded(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    path = mtl.export.export_saved_model(_small_model(), "~/models/a")
+    assert path == home / "models" / "a" / "1"
+    assert not (tmp_path / "~").exists()
+
+
+@pytest.mark.parametrize("export_dir", [None, 3, b"exports"])
+def test_export_dir_of_wrong_type_rejected(export_dir):
+    with pytest.raises(ValueError, match=r"`export_dir` must be a path .* Received: export_dir="):
+        mtl.export.export_saved_model(_small_model(), export_dir)
+
+
+@pytest.mark.parametrize("bad_value", [np.nan, np.inf, -np.inf, 1e300])
+def test_warmup_non_finite_values_rejected(tmp_path, bad_value):
+    values = np.ones((3, 4))
+    values[1, 2] = bad_value
+    with pytest.raises(ValueError, match=r"warmup_examples\['x'\]` contains 1 NaN or infinite"):
+        mtl.export.export_saved_model(_small_model(), tmp_path, warmup_examples={"x": values})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_warmup_mask_steps_mismatch_rejected(tmp_path):
+    warmup_examples = {
+        "sequence": np.zeros((2, 6, 3), "float32"),
+        "mask": np.ones((2, 7), bool),
+    }
+    with pytest.raises(ValueError, match=r"shape \(2, 6, 3\) and 'mask' of shape \(2, 7\)"):
+        mtl.export.export_saved_model(_small_mose(), tmp_path, warmup_examples=warmup_examples)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_warmup_batch_size_mismatch_rejected(tmp_path):
+    warmup_examples = {
+        "sequence": np.zeros((2, 6, 3), "float32"),
+        "mask": np.ones((3, 6), bool),
+    }
+    with pytest.raises(ValueError, match=r"same batch size .* \(2, 6, 3\) .* \(3, 6\)"):
+        mtl.export.export_saved_model(_small_mose(), tmp_path, warmup_examples=warmup_examples)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_warmup_model_failure_raises_value_error(tmp_path):
+    inputs = keras.Input((None,), name="x")
+    outputs = keras.layers.Reshape((2, 2))(inputs)
+    model = keras.Model(inputs, {"a": outputs})
+    with pytest.raises(ValueError) as raised:
+        mtl.export.export_saved_model(
+            model, tmp_path, warmup_examples={"x": np.ones((1, 3), "float32")}
+        )
+    assert "failed on the warm-up request to 'serving_default'" in str(raised.value)
+    assert "input shapes {'x': (1, 3)}" in str(raised.value)
+    assert "Input to reshape is a tensor with 3 values" in str(raised.value)
+    assert list(tmp_path.iterdir()) == []

@@ -267,8 +267,48 @@ def test_causal_mean_pooling_layer():
         (lambda: mtl.models.mose(TASKS, FEATURES, bottom_units=0), "bottom_units"),
         (lambda: mtl.models.mose_baseline(TASKS, FEATURES, "moe"), "architecture"),
         (lambda: mtl.models.mose([], FEATURES), "tasks"),
+        (lambda: mtl.models.mose(TASKS, FEATURES, tower_dropout=-1), "tower_dropout=-1"),
+        (
+            lambda: mtl.models.mose_baseline(TASKS, FEATURES, "mmoe", tower_dropout=-0.5),
+            "tower_dropout=-0.5",
+        ),
+        (
+            lambda: mtl.models.mose_baseline(TASKS, FEATURES, "mmoe", sequential="no"),
+            "`sequential` must be True or False. Received: sequential='no'",
+        ),
+        (
+            lambda: mtl.models.mose_baseline(TASKS, FEATURES, "shared_bottom", sequential=1),
+            "sequential=1",
+        ),
     ],
 )
 def test_invalid_arguments(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+@pytest.mark.parametrize("task_name", ["sequence", "mask"])
+def test_task_named_like_input_rejected(task_name):
+    tasks = [TaskSpec(task_name), TaskSpec("rating", kind="regression")]
+    message = f"Task name '{task_name}' is also the name of a model input"
+    with pytest.raises(ValueError, match=message):
+        mtl.models.mose(tasks, FEATURES)
+    with pytest.raises(ValueError, match="rename the task"):
+        mtl.models.mose_baseline(tasks, FEATURES, "shared_bottom")
+
+
+def test_task_named_like_tensor_input_rejected():
+    items = keras.Input((None, 3), name="item")
+    with pytest.raises(ValueError, match="Task name 'item' is also the name of a model input"):
+        mtl.models.mose([TaskSpec("item")], items)
+
+
+def test_task_named_like_builder_layer_rejected():
+    with pytest.raises(ValueError, match="bottom_lstm.*must be renamed"):
+        mtl.models.mose([TaskSpec("bottom_lstm")], FEATURES)
+
+
+def test_sample_weights_reject_mask_with_feature_axis():
+    message = r"`mask` must have shape \(batch_size, time\).*\(4, 5, 1\)"
+    with pytest.raises(ValueError, match=message):
+        mtl.models.sequence_sample_weights(TASKS, MASK[..., None])

@@ -160,7 +160,13 @@ def sequential_regression(
             f"one input dimension. Received: num_sources={num_sources}, input_dim={input_dim}."
         )
     min_length = _check_int("min_length", min_length, 1)
-    max_length = _check_int("max_length", max_length, min_length)
+    max_length = _check_int("max_length", max_length, 1)
+    if max_length < min_length:
+        raise ValueError(
+            "`max_length` must be >= `min_length`, because sequences have between "
+            f"`min_length` and `max_length` steps. Received: min_length={min_length}, "
+            f"max_length={max_length}. Raise `max_length` or lower `min_length`."
+        )
     num_sinusoids = _check_int("num_sinusoids", num_sinusoids, 0)
     correlation = _check_real("correlation", correlation, -1.0, 1.0, high_inclusive=True)
     memory = _check_real("memory", memory, 0.0, 1.0, high_inclusive=False)
