@@ -187,8 +187,8 @@ class SequentialExpert(keras.layers.Layer):
     recurrent dropout, and no XLA compilation. The keras.ops loop above serves every other
     case and the other backends. Both give the same outputs and gradients, for any mask.
     Measured with `benchmarks/sequential_expert.py` (CPU, 2 cores), the fused kernel
-    trained 1.5-2.0x faster than the loop at batch 32-64 and 1.3-1.9x faster at batch
-    128-512, over two runs; see docs/mose.md.
+    trained 1.5-2.1x faster than the loop at batch 32-64 and 1.3-2.0x faster at batch
+    128-512, over three runs; see docs/mose.md.
 
     Under the `mixed_float16` and `mixed_bfloat16` policies the two matrix products run in
     the compute dtype, while the gate pre-activations, the gates and the hidden and cell
