@@ -44,10 +44,10 @@ flags.DEFINE_enum("model", "mmoe", ["mmoe", "omoe", "shared_bottom", "ple"], "Mo
 flags.DEFINE_string(
     "data_dir",
     None,
-    "Folder with the data files, passed to the loader as it is. Adult is looked up in DIR "
-    "and DIR/uci-adult, then in the copy in the package. Census-Income (KDD) is looked up "
-    "in DIR and DIR/census-income-kdd, then in the same two places under "
-    "$MTL_LAYERS_DATA_DIR, then in the download cache.",
+    "Folder with the data files, passed to the loader as it is. When it is set, only DIR "
+    "and DIR/uci-adult (Adult) or DIR/census-income-kdd (KDD) are searched; with "
+    "--download, missing files are downloaded into the cache. Without it, Adult comes from "
+    "the copy in the package, and KDD from $MTL_LAYERS_DATA_DIR, then the download cache.",
 )
 flags.DEFINE_bool("download", False, "Download missing data files from the UCI repository.")
 flags.DEFINE_integer("epochs", 20, "Training epochs.", lower_bound=1)
@@ -249,7 +249,7 @@ def check_output_paths():
     """Raise `app.UsageError` unless every output path can be written, before any training."""
     example_flags.check_output_file("metrics_json", overwrite=FLAGS.overwrite)
     example_flags.check_output_file("keras_model_path", suffix=".keras", overwrite=FLAGS.overwrite)
-    example_flags.check_output_folder("export_dir")
+    example_flags.check_export_folder("export_dir")
 
 
 def main(argv):
@@ -340,6 +340,7 @@ def main(argv):
                 },
                 stream,
             )
+        logging.info("Test metrics written to %s", FLAGS.metrics_json)
     if FLAGS.keras_model_path:
         model.save(FLAGS.keras_model_path)
         logging.info("Keras model written to %s", FLAGS.keras_model_path)

@@ -225,3 +225,21 @@ def results_path(reading_results: bool, overwrite: bool, flag_name: str = "outpu
     if not reading_results:
         check_output_path(path, flag_name, FLAGS[flag_name].value, overwrite=overwrite)
     return path
+
+
+def check_export_folder(flag_name: str = "export_dir") -> None:
+    """Raise `app.UsageError` unless `--flag_name` can hold SavedModel versions.
+
+    Besides `check_output_folder`, this rejects a version folder itself (one that contains
+    saved_model.pb), with the library's message that names its parent.
+    """
+    check_output_folder(flag_name)
+    value = FLAGS[flag_name].value
+    if not value:
+        return
+    from mtl_layers.export import check_export_dir
+
+    try:
+        check_export_dir(value)
+    except ValueError as error:
+        raise app.UsageError(f"--{flag_name}: {error}") from error

@@ -70,11 +70,10 @@ flags.DEFINE_string(
     "data_dir",
     None,
     "Folder with the data files, passed to the loaders as it is, as census_income.py does. "
-    "Adult is looked up in DIR and DIR/uci-adult, then in the copy in the package. "
-    "Census-Income (KDD) is looked up in DIR and DIR/census-income-kdd, then in the same "
-    "two places under $MTL_LAYERS_DATA_DIR, then in the download cache. Without this flag "
-    "and without $MTL_LAYERS_DATA_DIR, ../shared/data beside the repository is used when "
-    "it exists.",
+    "When it is set, only DIR and DIR/uci-adult (Adult) or DIR/census-income-kdd (KDD) are "
+    "searched. Without it, Adult comes from the copy in the package, and KDD from "
+    "$MTL_LAYERS_DATA_DIR, else ../shared/data beside the repository, else the download "
+    "cache.",
 )
 flags.DEFINE_bool(
     "quick",
@@ -124,8 +123,9 @@ def load(dataset: str, task_group: int):
 
     tower_units = (FLAGS.tower_units,)
     if dataset == "adult":
+        # Without --data_dir, Adult comes from the copy in the package.
         return census.load_adult(
-            task_group=task_group, seed=0, data_dir=default_data_dir(), tower_units=tower_units
+            task_group=task_group, seed=0, data_dir=FLAGS.data_dir, tower_units=tower_units
         )
     return census.load_census_kdd(
         task_group=task_group, data_dir=default_data_dir(), seed=0, tower_units=tower_units

@@ -161,7 +161,7 @@ def main(argv):
     if FLAGS.quick:
         example_flags.apply_quick_mode({"epochs": 1})
     example_flags.check_output_file("metrics_json", overwrite=FLAGS.overwrite)
-    example_flags.check_output_folder("export_dir")
+    example_flags.check_export_folder("export_dir")
     import tensorflow as tf
 
     import mtl_layers as mtl

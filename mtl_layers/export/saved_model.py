@@ -132,8 +132,12 @@ def next_version(export_dir: Union[str, os.PathLike]) -> int:
     return max(versions, default=0) + 1
 
 
-def _check_export_dir(export_dir) -> pathlib.Path:
-    """Return `export_dir` as a Path with `~` expanded, or raise ValueError if it is unusable."""
+def check_export_dir(export_dir) -> pathlib.Path:
+    """Return `export_dir` as a Path with `~` expanded, or raise ValueError if it is unusable.
+
+    `export_saved_model` calls it first. A script can call it before training, so that a
+    path that cannot hold versions fails before the work is done.
+    """
     if not isinstance(export_dir, (str, os.PathLike)) or not isinstance(
         os.fspath(export_dir), str
     ):
@@ -272,7 +276,7 @@ def export_saved_model(
             shapes or dtypes, unequal batch sizes or time lengths, NaN or infinite
             values).
     """
-    export_dir = _check_export_dir(export_dir)
+    export_dir = check_export_dir(export_dir)
     if version is None:
         version = next_version(export_dir)
     elif isinstance(version, bool) or not isinstance(version, int) or version < 1:

@@ -65,14 +65,15 @@ class TaskEmbedding(keras.layers.Layer):
         super().build(input_shape)
 
     def call(self, task_ids):
+        # Without the check, TensorFlow's gather returns zeros for an id >= num_tasks on
+        # GPU, and ops.take counts a negative id from the end. It runs on the ids as given,
+        # so that its message shows them.
+        task_ids = ops.reshape(task_ids, (-1,))
+        task_ids = _runtime_checks.check_task_id_range("TaskEmbedding", task_ids, self.num_tasks)
+
         # Clipping before the cast keeps an int64 id beyond the int32 range out of range.
         # The cast alone would wrap 2**32 + 1 to 1.
-        task_ids = ops.clip(ops.reshape(task_ids, (-1,)), -1, self.num_tasks)
-        task_ids = ops.cast(task_ids, "int32")
-
-        # Without the check, TensorFlow's gather returns zeros for an id >= num_tasks on
-        # GPU, and ops.take counts a negative id from the end.
-        task_ids = _runtime_checks.check_task_id_range("TaskEmbedding", task_ids, self.num_tasks)
+        task_ids = ops.cast(ops.clip(task_ids, -1, self.num_tasks), "int32")
         valid = ops.logical_and(ops.greater_equal(task_ids, 0), ops.less(task_ids, self.num_tasks))
         vectors = ops.take(self.embeddings, ops.where(valid, task_ids, 0), axis=0)
 

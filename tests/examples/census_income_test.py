@@ -199,3 +199,19 @@ def test_export_dir_below_file_fails_at_start(run_script, tmp_path):
     result = run_script("examples/census_income.py", f"--export_dir={tmp_path / 'exports' / 'census'}", timeout=120)
     assert result.returncode == 1
     assert f"--export_dir is below {tmp_path / 'exports'}, which is a file" in result.stderr
+
+
+def test_version_folder_as_export_dir_fails_at_start(run_script, tmp_path):
+    version = tmp_path / "exports" / "census" / "1"
+    version.mkdir(parents=True)
+    (version / "saved_model.pb").write_bytes(b"")
+    metrics = tmp_path / "metrics.json"
+
+    result = run_script(
+        "examples/census_income.py", f"--export_dir={version}", f"--metrics_json={metrics}", timeout=120
+    )
+
+    assert result.returncode == 1
+    assert "is itself a SavedModel" in result.stderr
+    # The run stopped before training, so it wrote no metrics that would block a rerun.
+    assert not metrics.exists()
