@@ -247,9 +247,13 @@ def predict_test_split(model, strategy, split):
 
 def check_output_paths():
     """Raise `app.UsageError` unless every output path can be written, before any training."""
-    example_flags.check_output_file("metrics_json", overwrite=FLAGS.overwrite)
-    example_flags.check_output_file("keras_model_path", suffix=".keras", overwrite=FLAGS.overwrite)
-    example_flags.check_export_folder("export_dir")
+    example_flags.check_all(
+        lambda: example_flags.check_output_file("metrics_json", overwrite=FLAGS.overwrite),
+        lambda: example_flags.check_output_file(
+            "keras_model_path", suffix=".keras", overwrite=FLAGS.overwrite
+        ),
+        lambda: example_flags.check_export_folder("export_dir"),
+    )
 
 
 def main(argv):

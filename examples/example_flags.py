@@ -243,3 +243,20 @@ def check_export_folder(flag_name: str = "export_dir") -> None:
         check_export_dir(value)
     except ValueError as error:
         raise app.UsageError(f"--{flag_name}: {error}") from error
+
+
+def check_all(*checks) -> None:
+    """Run every check, then raise one `app.UsageError` that lists all their messages.
+
+    Each check is a function without arguments that raises `app.UsageError`, such as
+    `lambda: check_output_file("metrics_json")`. A user who reruns a script then learns
+    about every existing output at once, not one per attempt.
+    """
+    messages = []
+    for check in checks:
+        try:
+            check()
+        except app.UsageError as error:
+            messages.append(str(error))
+    if messages:
+        raise app.UsageError("\n".join(messages))

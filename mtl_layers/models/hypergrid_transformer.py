@@ -41,6 +41,8 @@ class TaskPrefixEmbedding(keras.layers.Layer):
         self.token_embedding.build(tuple(token_ids_shape))
         self.position_embedding.build((self.sequence_length + 1,))
         self.task_embedding.build((batch,))
+        # Token ids of another length would meet the position table in a raw shape error.
+        self.input_spec = keras.layers.InputSpec(ndim=2, axes={-1: self.sequence_length})
         super().build(token_ids_shape)
 
     def call(self, token_ids, task_ids):

@@ -215,3 +215,23 @@ def test_version_folder_as_export_dir_fails_at_start(run_script, tmp_path):
     assert "is itself a SavedModel" in result.stderr
     # The run stopped before training, so it wrote no metrics that would block a rerun.
     assert not metrics.exists()
+
+
+def test_rerun_names_every_existing_output(run_script, tmp_path):
+    metrics = tmp_path / "metrics.json"
+    model = tmp_path / "model.keras"
+    metrics.write_text("{}", encoding="utf-8")
+    model.write_text("saved", encoding="utf-8")
+
+    result = run_script(
+        "examples/census_income.py",
+        f"--metrics_json={metrics}",
+        f"--keras_model_path={model}",
+        "--export_dir=",
+        timeout=120,
+    )
+
+    assert result.returncode == 1
+    assert f"{metrics} already exists" in result.stderr
+    assert f"{model} already exists" in result.stderr
+    assert model.read_text(encoding="utf-8") == "saved"

@@ -193,3 +193,16 @@ def test_saved_model_export_takes_task_id(tmp_path):
 def test_invalid_arguments_rejected(overrides, message):
     with pytest.raises(ValueError, match=message):
         _build(**overrides)
+
+
+
+def test_task_prefix_rejects_other_sequence_length():
+    from mtl_layers.models.hypergrid_transformer import TaskPrefixEmbedding
+
+    layer = TaskPrefixEmbedding(VOCAB_SIZE, SEQUENCE_LENGTH, d_model=8, num_tasks=2)
+    batch = _batch()
+    layer(batch["token_ids"], batch["task_id"])
+    longer = np.concatenate([batch["token_ids"], batch["token_ids"][:, :2]], axis=1)
+
+    with pytest.raises(ValueError, match=f"to have value {SEQUENCE_LENGTH}"):
+        layer(longer, batch["task_id"])
