@@ -37,8 +37,8 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 flags.DEFINE_bool("quick", False, "Tiny sizes and few rounds, to check the script runs.")
-flags.DEFINE_integer("rounds", 9, "Timed rounds per case; the fastest is reported.")
-flags.DEFINE_integer("calls", 3, "Calls per round.")
+flags.DEFINE_integer("rounds", 9, "Timed rounds per case; the fastest is reported.", lower_bound=1)
+flags.DEFINE_integer("calls", 3, "Calls per round.", lower_bound=1)
 flags.DEFINE_bool("write_docs", False, "Write the result table into docs/benchmarks.md.")
 
 FLAGS = flags.FLAGS

@@ -38,8 +38,8 @@ def check_same_batch(layer_name: str, values, values_name: str, task_ids):
 def check_task_id_range(layer_name: str, task_ids, num_tasks: int):
     """Return `task_ids`, or raise at run time for an id outside [0, num_tasks).
 
-    NOTE: on JAX and PyTorch, and under XLA, which drops assertions, an id outside the
-    range passes unchecked; callers must make such ids harmless or visible themselves.
+    NOTE: on JAX and PyTorch an id outside the range passes unchecked, and so it does
+    under XLA, which drops assertions. Callers must make such ids harmless or visible.
     """
     if backend_name() != "tensorflow":
         return task_ids

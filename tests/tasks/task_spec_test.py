@@ -94,6 +94,6 @@ def test_compile_for_tasks_metrics_use_sample_weights():
     results = model.evaluate(features, labels, sample_weight=weights, return_dict=True, verbose=0)
 
     predictions = model.predict_on_batch(features)["b"]
-    kept = weights["b"] == 1
-    expected_rmse = np.sqrt(np.mean((predictions[kept] - labels["b"][kept]) ** 2))
+    weighted_rows = weights["b"] == 1
+    expected_rmse = np.sqrt(np.mean((predictions[weighted_rows] - labels["b"][weighted_rows]) ** 2))
     np.testing.assert_allclose(results["b_rmse"], expected_rmse, rtol=1e-5)
