@@ -356,4 +356,4 @@ def main(argv):
         print(f"\nSavedModel written to {path}")
 
 if __name__ == "__main__":
-    app.run(main)
+    example_flags.run(main)

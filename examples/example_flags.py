@@ -4,13 +4,15 @@ The `require_*` functions register absl validators. absl runs them when it parse
 command line and again whenever a script assigns the flag, so a bad value stops the
 script with a flag error before it imports TensorFlow, loads data or trains. The
 `check_output_*` functions raise `app.UsageError`, and a script calls them at the start
-of `main`, so a path that cannot be written fails before training, not after it.
+of `main`, so a path that cannot be written fails before training, not after it. Scripts
+start with `example_flags.run(main)`, which prints such an error in a few lines.
 """
 
 import math
 import os
 import pathlib
-from typing import Mapping, Optional, Sequence
+import sys
+from typing import Callable, Mapping, Optional, Sequence
 
 from absl import app, flags, logging
 
@@ -260,3 +262,29 @@ def check_all(*checks) -> None:
             messages.append(str(error))
     if messages:
         raise app.UsageError("\n".join(messages))
+
+
+def with_short_usage_errors(main: Callable[[Sequence[str]], object]) -> Callable[[Sequence[str]], object]:
+    """Return `main`, changed to report an `app.UsageError` in a few lines and exit.
+
+    `app.run` answers such an error with the script's whole docstring, dozens of lines
+    above the one that says what is wrong. This prints the message, a pointer to
+    `--helpshort`, and exits with the error's exit code (1).
+    """
+
+    def main_with_short_usage_errors(argv: Sequence[str]) -> object:
+        try:
+            return main(argv)
+        except app.UsageError as error:
+            program = os.path.basename(sys.argv[0]) if sys.argv else "script"
+            sys.stderr.write(
+                f"{program}: error: {error}\nPass --helpshort to see this script's flags.\n"
+            )
+            sys.exit(error.exitcode)
+
+    return main_with_short_usage_errors
+
+
+def run(main: Callable[[Sequence[str]], object]) -> None:
+    """Run `main` with `app.run`, reporting usage errors in a few lines."""
+    app.run(with_short_usage_errors(main))

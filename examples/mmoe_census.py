@@ -401,4 +401,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    example_flags.run(main)

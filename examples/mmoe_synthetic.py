@@ -532,4 +532,4 @@ def _non_default_flags():
 
 
 if __name__ == "__main__":
-    app.run(main)
+    example_flags.run(main)

@@ -42,7 +42,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 import example_flags  # noqa: E402
 import numpy as np  # noqa: E402
-from absl import app, flags, logging  # noqa: E402
+from absl import flags, logging  # noqa: E402
 
 import mtl_layers as mtl  # noqa: E402
 from mtl_layers.compat import IS_KERAS_2, keras  # noqa: E402
@@ -595,4 +595,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    example_flags.run(main)

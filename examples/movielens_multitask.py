@@ -27,7 +27,7 @@ import time
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
-from absl import app, flags, logging  # noqa: E402
+from absl import flags, logging  # noqa: E402
 
 # The shared flag checks sit next to this script. Python puts the script's folder on the
 # path when it runs the script, but not when another program imports the file.
@@ -225,4 +225,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    example_flags.run(main)

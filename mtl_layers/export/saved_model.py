@@ -1,11 +1,13 @@
 """Export a Keras model as a versioned SavedModel that TF Serving loads."""
 
+import contextlib
+import logging as python_logging
 import os
 import pathlib
 import re
 import shutil
 import tempfile
-from typing import Dict, Mapping, Optional, Sequence, Union
+from typing import Dict, Iterator, Mapping, Optional, Sequence, Union
 
 import tensorflow as tf
 from absl import logging
@@ -214,6 +216,24 @@ def _warmup_features(warmup_examples, specs, count):
     return warmup.select_examples(warmup_examples, specs, count)
 
 
+@contextlib.contextmanager
+def _tensorflow_warnings_only() -> Iterator[None]:
+    """Hide TensorFlow's INFO records while the SavedModel is written.
+
+    `tf.saved_model.save` logs internal details at INFO: captured resource names it
+    renames, sharding times and the temporary folder's assets. A script that logs at INFO
+    (absl's default) would print them all; warnings and errors still pass.
+    """
+    logger = python_logging.getLogger("tensorflow")
+    level = logger.level
+    if logger.getEffectiveLevel() < python_logging.WARNING:
+        logger.setLevel(python_logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def export_saved_model(
     model,
     export_dir: Union[str, os.PathLike],
@@ -357,7 +377,8 @@ def export_saved_model(
     os.umask(umask)
     staging.chmod(0o777 & ~umask)
     try:
-        tf.saved_model.save(module, str(staging), signatures=signatures)
+        with _tensorflow_warnings_only():
+            tf.saved_model.save(module, str(staging), signatures=signatures)
         if warmup_logs:
             warmup.write_warmup_file(staging, warmup_logs)
         # rename() fails when another writer created a non-empty folder of this version

@@ -157,3 +157,23 @@ def test_output_folder_missing_passes(example_flags, flag_values, tmp_path):
     _parse(flag_values, f"--export_dir={folder}")
     example_flags.check_output_folder("export_dir", flag_values=flag_values)
     assert not folder.exists()
+
+
+def test_short_usage_error_prints_message_and_exits(example_flags, capsys, monkeypatch):
+    monkeypatch.setattr("sys.argv", ["train.py"])
+
+    def main(argv):
+        del argv
+        raise app.UsageError("--metrics_json: the folder does not exist")
+
+    with pytest.raises(SystemExit) as exit_info:
+        example_flags.with_short_usage_errors(main)(["train.py"])
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err == (
+        "train.py: error: --metrics_json: the folder does not exist\n"
+        "Pass --helpshort to see this script's flags.\n"
+    )
+
+
+def test_short_usage_errors_keep_the_result(example_flags):
+    assert example_flags.with_short_usage_errors(lambda argv: len(argv))(["a", "b"]) == 2

@@ -5,6 +5,7 @@ imported, so the SavedModel must run on TensorFlow alone.
 """
 
 import json
+import logging
 import os
 import pathlib
 import subprocess
@@ -515,3 +516,21 @@ def test_warmup_model_failure_raises_value_error(tmp_path):
     assert "input shapes {'x': (1, 3)}" in str(raised.value)
     assert "Input to reshape is a tensor with 3 values" in str(raised.value)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_export_hides_tensorflow_info_records(three_task_model, tmp_path, caplog):
+    tensorflow_logger = logging.getLogger("tensorflow")
+    tensorflow_logger.setLevel(logging.INFO)
+    try:
+        with caplog.at_level(logging.INFO):
+            mtl.export.export_saved_model(three_task_model, tmp_path)
+        level_after = tensorflow_logger.level
+    finally:
+        tensorflow_logger.setLevel(logging.NOTSET)
+    tensorflow_info = [
+        record.getMessage()
+        for record in caplog.records
+        if record.name == "tensorflow" and record.levelno < logging.WARNING
+    ]
+    assert tensorflow_info == []
+    assert level_after == logging.INFO
