@@ -47,7 +47,7 @@ def check_task_id_range(layer_name: str, task_ids, num_tasks: int):
 
     message = (
         f"{layer_name} received a task id outside [0, {num_tasks}). Map every task to an "
-        f"id from 0 to {num_tasks - 1}, or raise num_tasks"
+        f"id from 0 to {num_tasks - 1}, or raise num_tasks."
     )
     checks = [
         tf.debugging.assert_non_negative(task_ids, message=message),

@@ -72,3 +72,19 @@ def check_units(name: str, value) -> tuple:
                 f"Every entry of `{name}` must be an integer >= 1. Received: {name}={value!r}"
             )
     return tuple(int(size) for size in units)
+
+
+def check_feature_count(layer, inputs, features: int) -> None:
+    """Raise a ValueError when the last axis of `inputs` is not the built `features`.
+
+    Keras 3 checks the layer's InputSpec before `call`. tf_keras skips that check when a
+    built layer is called on a symbolic input, and the call then traces wrong shapes
+    silently (or fails inside a matrix product), so `call` checks the static size itself.
+    """
+    received = inputs.shape[-1]
+    if received is not None and received != features:
+        raise ValueError(
+            f"{type(layer).__name__} {layer.name!r} was built for inputs with {features} "
+            f"features on the last axis. Received: inputs shape={tuple(inputs.shape)}. Pass "
+            f"inputs with {features} features, or use a new layer for {received} features."
+        )

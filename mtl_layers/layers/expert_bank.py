@@ -149,6 +149,7 @@ class ExpertBank(keras.layers.Layer):
 
     def call(self, inputs, training=None):
         input_dim = self.kernels[0].shape[0]
+        _validation.check_feature_count(self, inputs, input_dim)
         first_units = self.units[0]
 
         # h_e = act(x W_e + b_e) for all experts e at once: x @ [W_1 | W_2 | ... | W_E].

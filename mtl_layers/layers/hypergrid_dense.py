@@ -324,6 +324,7 @@ class HyperGridDense(keras.layers.Layer):
         )
 
     def call(self, inputs, conditioning=None, task_ids=None):
+        _validation.check_feature_count(self, inputs, self.kernel.shape[0])
         if self.mode == "GG":
             outputs = self._call_global(inputs)
         else:

@@ -400,6 +400,7 @@ class SequentialExpert(keras.layers.Layer):
 
     def call(self, inputs, mask=None, training=None):
         input_dim = self.kernel.shape[0]
+        _validation.check_feature_count(self, inputs, input_dim)
         gate_units = _NUM_GATES * self.units
         batch_size = ops.shape(inputs)[0]
         time_steps = ops.shape(inputs)[1]

@@ -22,7 +22,8 @@ class TaskEmbedding(keras.layers.Layer):
         **kwargs: Base layer keyword arguments such as `name` and `dtype`.
 
     Input shape:
-        Integer task ids of shape `(batch_size,)` or `(batch_size, 1)`.
+        Integer task ids of shape `(batch_size,)` or `(batch_size, 1)`. Floating point ids
+        raise ValueError.
 
     Output shape:
         `(batch_size, output_dim)`.
@@ -69,6 +70,13 @@ class TaskEmbedding(keras.layers.Layer):
         # GPU, and ops.take counts a negative id from the end. It runs on the ids as given,
         # so that its message shows them.
         task_ids = ops.reshape(task_ids, (-1,))
+        if "int" not in str(ops.dtype(task_ids)):
+            # A float id would be truncated to a row (1.5 -> 1) without a sign.
+            raise ValueError(
+                "`task_ids` must be integer task ids. Received: task_ids dtype="
+                f"{ops.dtype(task_ids)}. Cast them to int32, or give the task id input "
+                "dtype='int32'."
+            )
         task_ids = _runtime_checks.check_task_id_range("TaskEmbedding", task_ids, self.num_tasks)
 
         # Clipping before the cast keeps an int64 id beyond the int32 range out of range.

@@ -63,11 +63,14 @@ class TaskGate(keras.layers.Layer):
 
     A Keras mask on the inputs, for example from a masked `SequentialExpert`, is accepted
     and not passed on: the outputs carry no mask. Weigh per-step losses with the mask as
-    sample weights instead (`mtl.models.sequence_sample_weights`).
+    sample weights instead: the mask as float32, which
+    `mtl.models.sequence_sample_weights(tasks, mask)` returns per task.
 
     Output shape:
         `(batch_size, ..., units)`, and with `return_weights=True` also the gate weights
-        `(batch_size, ..., num_experts)`, which sum to 1 over the last axis.
+        `(batch_size, ..., num_experts)`, which sum to 1 over the last axis. The gate
+        weights are float32 under every dtype policy; cast them before joining them with
+        float16 or bfloat16 tensors.
 
     Example:
 
@@ -201,7 +204,8 @@ class TaskGate(keras.layers.Layer):
                     f"shape={expert_outputs_shape}. Both must share the batch (and time) axes."
                 )
 
-    def call(self, expert_outputs, gate_inputs, training=None):
+    def call(self, expert_outputs, gate_inputs=None, training=None):
+        # gate_inputs defaults to None so that leaving it out gets the message below.
         if gate_inputs is None:
             raise ValueError(
                 "TaskGate needs `gate_inputs`, the features that the gate reads (for example "

@@ -8,6 +8,10 @@ import pytest
 import mtl_layers as mtl
 from mtl_layers.compat import IS_KERAS_2, keras, ops
 
+# Keras 3 raises from the InputSpec; tf_keras skips it for symbolic inputs, and the layer
+# raises its own message.
+OTHER_FEATURES = "expected axis -1 of input shape to have value|was built for inputs with"
+
 
 def _reference(layer, inputs):
     """Compute each expert separately with NumPy from the layer's weights."""
@@ -180,3 +184,10 @@ def test_expert_bank_rejects_other_feature_count():
     layer(np.ones((2, 5), "float32"))
     with pytest.raises(ValueError, match="expected axis -1 of input shape to have value 5"):
         layer(np.ones((2, 7), "float32"))
+
+
+def test_expert_bank_symbolic_reuse_checks_features():
+    layer = mtl.ExpertBank(2, 3)
+    layer(keras.Input((5,)))
+    with pytest.raises(ValueError, match=OTHER_FEATURES):
+        layer(keras.Input((7,)))

@@ -6,6 +6,10 @@ import pytest
 import mtl_layers as mtl
 from mtl_layers.compat import IS_KERAS_2, keras, ops
 
+# Keras 3 raises from the InputSpec; tf_keras skips it for symbolic inputs, and the layer
+# raises its own message.
+OTHER_FEATURES = "expected axis -1 of input shape to have value|was built for inputs with"
+
 FEATURES = 5
 TIME = 6
 # Row 0 right-padded, row 1 left-padded, row 2 without any valid step, row 3 with a gap.
@@ -377,3 +381,10 @@ def test_sequential_expert_zero_steps_give_zeros(use_fused_kernel, return_sequen
     expected_shape = (3, 0, 2, 4) if return_sequences else (3, 2, 4)
     assert outputs.shape == expected_shape
     assert not outputs.any()
+
+
+def test_sequential_expert_symbolic_reuse_checks_features():
+    layer = mtl.SequentialExpert(2, 3)
+    layer(keras.Input((4, 5)))
+    with pytest.raises(ValueError, match=OTHER_FEATURES):
+        layer(keras.Input((4, 7)))

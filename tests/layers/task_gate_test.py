@@ -268,3 +268,9 @@ def test_task_gate_accepts_numpy_temperature():
     gate = mtl.TaskGate(4, temperature=np.float32(0.5))
 
     assert gate.temperature == 0.5
+
+
+def test_task_gate_omitted_gate_inputs_named():
+    experts, _ = _inputs()
+    with pytest.raises(ValueError, match="TaskGate needs `gate_inputs`"):
+        mtl.TaskGate(4)(experts)
