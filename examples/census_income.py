@@ -293,7 +293,9 @@ def main(argv):
     try:
         history = model.fit(
             train.to_dataset(FLAGS.batch_size, shuffle=True, seed=FLAGS.seed),
-            validation_data=unsharded(data.validation.to_dataset(4096)),
+            # Sharded like the training set: each worker evaluates its part, and the
+            # metrics add up across workers to those of one process.
+            validation_data=data.validation.to_dataset(4096),
             epochs=FLAGS.epochs,
             shuffle=False,  # to_dataset(shuffle=True) already shuffles every epoch
             verbose=0,
@@ -330,7 +332,10 @@ def main(argv):
             if FLAGS.keras_model_path:
                 model.save(os.path.join(scratch, "model.keras"))
             if FLAGS.export_dir:
-                mtl.export.export_saved_model(model, os.path.join(scratch, "export"))
+                # The same call as worker 0's, warm-up records included.
+                mtl.export.export_saved_model(
+                    model, os.path.join(scratch, "export"), warmup_examples=data.test.features
+                )
         return
     if FLAGS.metrics_json:
         with open(FLAGS.metrics_json, "w", encoding="utf-8") as stream:

@@ -103,20 +103,25 @@ def in_memory_batches(
         if repeat:
             epochs = epochs.repeat()
 
-    def gather_epoch(epoch_indices):
-        # One gather per column and epoch puts the epoch's examples in visiting order.
+    def gather_batch(batch_indices):
+        # One gather per column and batch: no op runs per example except the batching
+        # of the int64 row indices.
         gathered = {
-            group: {name: tf.gather(values, epoch_indices) for name, values in group_tensors.items()}
+            group: {name: tf.gather(values, batch_indices) for name, values in group_tensors.items()}
             for group, group_tensors in tensors.items()
         }
         if labels is None:
             return gathered["features"]
         return gathered["features"], gathered["labels"]
 
-    # `rebatch` slices the epochs into batches, joining the end of one epoch to the start
-    # of the next when repeating, without visiting examples one by one.
-    batches = epochs.map(gather_epoch).rebatch(batch_size, drop_remainder=repeat)
-    # `rebatch` leaves the cardinality unknown. Keras reads it to end an epoch without
+    # The index streams of the epochs, one after another, cut into batches by a plain
+    # `batch`: when repeating, the end of one epoch joins the start of the next.
+    # tf.distribute splits global batches across replicas by rewriting such a `batch`.
+    # It left a `rebatch` of whole epochs alone, so a distributed dataset gave one batch
+    # per epoch.
+    indices = epochs.flat_map(tf.data.Dataset.from_tensor_slices)
+    batches = indices.batch(batch_size, drop_remainder=repeat).map(gather_batch)
+    # `flat_map` leaves the cardinality unknown. Keras reads it to end an epoch without
     # warning that the input "ran out of data", and to size its progress bar.
     batch_count = tf.data.INFINITE_CARDINALITY if repeat else -(-count // batch_size)
     batches = batches.apply(tf.data.experimental.assert_cardinality(batch_count))

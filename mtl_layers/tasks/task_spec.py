@@ -5,7 +5,7 @@ import numbers
 import re
 from typing import Optional, Sequence, Tuple
 
-from mtl_layers.compat import IS_KERAS_2, keras
+from mtl_layers.compat import IS_KERAS_2, backend_name, keras
 
 TASK_KINDS = ("binary", "regression", "multiclass")
 
@@ -156,6 +156,7 @@ def compile_for_tasks(
             f"The model has no output named {missing}. Received: model outputs {output_names}. "
             "Name each task's output layer after the task."
         )
+    _check_variables_in_strategy_scope(model)
     model.compile(
         optimizer=optimizer,
         loss={task.name: task.loss() for task in tasks},
@@ -172,3 +173,28 @@ def compile_for_tasks(
         # receive by the worker count. `fit` reads the epoch logs from the metrics.
         model.distribute_reduction_method = "first"
     return model
+
+
+def _check_variables_in_strategy_scope(model) -> None:
+    """Raise when `model` is compiled under a strategy scope that did not create its weights.
+
+    Keras 3 then fails later, inside `fit`, with an AssertionError without a message.
+    """
+    if backend_name() != "tensorflow":
+        return
+    import tensorflow as tf
+
+    if not tf.distribute.has_strategy() or not model.weights:
+        return
+    strategy = tf.distribute.get_strategy()
+    weight = model.weights[0]
+    # A Keras 3 variable wraps the TensorFlow variable in `.value`; tf_keras weights are
+    # TensorFlow variables.
+    variable = weight if isinstance(weight, tf.Variable) else getattr(weight, "value", weight)
+    if not strategy.extended.variable_created_in_scope(variable):
+        raise ValueError(
+            "`compile_for_tasks` runs inside the scope of a distribution strategy "
+            f"({type(strategy).__name__}), but the model's weights were created outside "
+            f"it. Received: weight {weight.name!r} created outside the scope. Build the "
+            "model inside `with strategy.scope():` and compile it there too."
+        )

@@ -92,3 +92,15 @@ def test_repeat_without_shuffle_wraps_in_order():
 def test_invalid_arguments_are_rejected(kwargs, message):
     with pytest.raises(ValueError, match=message):
         in_memory_batches(**kwargs)
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_distributed_dataset_keeps_every_batch(shuffle):
+    import tensorflow as tf
+
+    batches = in_memory_batches(FEATURES, LABELS, batch_size=4, shuffle=shuffle, seed=0)
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    distributed = strategy.experimental_distribute_dataset(batches)
+
+    sizes = [int(tf.shape(x["x"])[0]) for x, _ in distributed]
+    assert sizes == [4, 4, 2]

@@ -97,3 +97,29 @@ def test_compile_for_tasks_metrics_use_sample_weights():
     weighted_rows = weights["b"] == 1
     expected_rmse = np.sqrt(np.mean((predictions[weighted_rows] - labels["b"][weighted_rows]) ** 2))
     np.testing.assert_allclose(results["b_rmse"], expected_rmse, rtol=1e-5)
+
+
+def _two_task_model():
+    features = keras.Input((4,), name="x")
+    hidden = keras.layers.Dense(3)(features)
+    return keras.Model(features, {"a": keras.layers.Dense(1, name="a")(hidden), "b": keras.layers.Dense(1, name="b")(hidden)})
+
+
+def test_compile_in_scope_rejects_model_built_outside():
+    import tensorflow as tf
+
+    model = _two_task_model()
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    with strategy.scope():
+        with pytest.raises(ValueError, match="weights were created outside it"):
+            compile_for_tasks(model, [TaskSpec("a"), TaskSpec("b")])
+
+
+def test_compile_in_scope_accepts_model_built_inside():
+    import tensorflow as tf
+
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    with strategy.scope():
+        model = _two_task_model()
+        compile_for_tasks(model, [TaskSpec("a"), TaskSpec("b")])
+    assert model.optimizer is not None
