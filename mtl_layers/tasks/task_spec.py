@@ -5,6 +5,8 @@ import numbers
 import re
 from typing import Optional, Sequence, Tuple
 
+from absl import logging
+
 from mtl_layers.compat import IS_KERAS_2, backend_name, keras
 
 TASK_KINDS = ("binary", "regression", "multiclass")
@@ -157,6 +159,7 @@ def compile_for_tasks(
             "Name each task's output layer after the task."
         )
     _check_variables_in_strategy_scope(model)
+    _warn_of_keras_3_strategy_limits(model)
     model.compile(
         optimizer=optimizer,
         loss={task.name: task.loss() for task in tasks},
@@ -198,3 +201,47 @@ def _check_variables_in_strategy_scope(model) -> None:
             f"it. Received: weight {weight.name!r} created outside the scope. Build the "
             "model inside `with strategy.scope():` and compile it there too."
         )
+
+
+def keras_3_strategy_problem(strategy, model) -> Optional[str]:
+    """Return why Keras 3's `fit` will fail for `model` under `strategy`, or None.
+
+    Keras 3 (checked with 3.15) averages the first input batch across replicas before it
+    builds the model. TensorFlow cannot average bool or string tensors, and under
+    MultiWorkerMirroredStrategy the step fails for every input. Keras 2 mode has no such
+    step.
+    """
+    import tensorflow as tf
+
+    keras_2_mode = "Keras 2 mode (TF_USE_LEGACY_KERAS=1), where it trains"
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return (
+            "Keras 3 cannot train under MultiWorkerMirroredStrategy: `fit` fails with "
+            f"\"Attempt to convert a value (PerReplica...) to a Tensor\". Run in {keras_2_mode}."
+        )
+    if strategy.num_replicas_in_sync < 2:
+        return None
+    dtypes = {id(tensor): tf.as_dtype(tensor.dtype).name for tensor in model.inputs}
+    inputs = [tensor for tensor in model.inputs if dtypes[id(tensor)] in ("bool", "string")]
+    if not inputs:
+        return None
+    names = ", ".join(f"{tensor.name} ({dtypes[id(tensor)]})" for tensor in inputs)
+    return (
+        f"Keras 3 cannot train this model on {strategy.num_replicas_in_sync} replicas: it "
+        "averages the first batch across replicas, which fails for bool and string inputs "
+        f"(\"Value for attr 'T' of ...\"). Received: inputs {names}. Encode them as numbers "
+        f"in the input pipeline, or run in {keras_2_mode}."
+    )
+
+
+def _warn_of_keras_3_strategy_limits(model) -> None:
+    if IS_KERAS_2 or backend_name() != "tensorflow":
+        return
+    import tensorflow as tf
+
+    if not tf.distribute.has_strategy():
+        return
+    # A warning, not an error: the failure is Keras's, and a Keras release may fix it.
+    problem = keras_3_strategy_problem(tf.distribute.get_strategy(), model)
+    if problem is not None:
+        logging.warning(problem)

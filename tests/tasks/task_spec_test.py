@@ -123,3 +123,25 @@ def test_compile_in_scope_accepts_model_built_inside():
         model = _two_task_model()
         compile_for_tasks(model, [TaskSpec("a"), TaskSpec("b")])
     assert model.optimizer is not None
+
+
+class _TwoReplicas:
+    num_replicas_in_sync = 2
+
+
+def test_keras_3_strategy_problem_names_string_inputs():
+    from mtl_layers.tasks.task_spec import keras_3_strategy_problem
+
+    words = keras.Input((1,), dtype="string", name="words")
+    numbers = keras.Input((2,), name="numbers")
+    model = keras.Model([words, numbers], keras.layers.Dense(1)(numbers))
+    problem = keras_3_strategy_problem(_TwoReplicas(), model)
+    assert "Received: inputs words (string)" in problem
+    assert "TF_USE_LEGACY_KERAS=1" in problem
+
+
+def test_keras_3_strategy_problem_none_for_numbers():
+    from mtl_layers.tasks.task_spec import keras_3_strategy_problem
+
+    model = _two_task_model()
+    assert keras_3_strategy_problem(_TwoReplicas(), model) is None
