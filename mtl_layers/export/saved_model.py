@@ -18,6 +18,8 @@ from mtl_layers.export import warmup
 SERVING_SIGNATURE = "serving_default"
 EXAMPLE_SIGNATURE = "serving_tf_example"
 _VERSION_PATTERN = re.compile(r"^\d+$")
+# TF Serving parses version folder names as int64.
+_MAX_VERSION = 2**63 - 1
 
 
 def _serving_model(model):
@@ -160,6 +162,14 @@ def check_export_dir(export_dir) -> pathlib.Path:
             f"Pass its parent, {str(export_dir.parent)!r}, so the new version sits beside it "
             "where TF Serving finds it."
         )
+    if _VERSION_PATTERN.match(export_dir.name):
+        raise ValueError(
+            f"`export_dir` must be the folder that contains the numbered versions, but its "
+            f"name, {export_dir.name!r}, is a version number: TF Serving would read "
+            f"{str(export_dir)!r} as a version of {str(export_dir.parent)!r}, and a version "
+            f"inside it would never load. Pass {str(export_dir.parent)!r}, or a folder whose "
+            "name is not a number."
+        )
     blocking = next(
         (
             parent
@@ -299,8 +309,19 @@ def export_saved_model(
     export_dir = check_export_dir(export_dir)
     if version is None:
         version = next_version(export_dir)
-    elif isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise ValueError(f"`version` must be an integer >= 1. Received: version={version!r}")
+        if version > _MAX_VERSION:
+            raise ValueError(
+                f"`export_dir` {str(export_dir)!r} holds an entry numbered {version - 1}, so "
+                f"the next version would be {version}, above {_MAX_VERSION}, the largest "
+                "version TF Serving reads (an int64). Rename that entry, or pass `version`."
+            )
+    elif (
+        isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= _MAX_VERSION
+    ):
+        raise ValueError(
+            f"`version` must be an integer from 1 to {_MAX_VERSION} (TF Serving reads "
+            f"versions as int64). Received: version={version!r}"
+        )
     target = export_dir / str(version)
     if target.is_dir():
         raise FileExistsError(

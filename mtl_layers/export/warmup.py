@@ -238,10 +238,14 @@ def read_warmup_file(saved_model_dir) -> list:
     path = pathlib.Path(saved_model_dir) / WARMUP_FILE
     if not path.is_file():
         raise FileNotFoundError(f"No warm-up file at {path}.")
-    return [
-        prediction_log_pb2.PredictionLog.FromString(record.numpy())
-        for record in tf.data.TFRecordDataset(str(path))
-    ]
+    try:
+        records = [record.numpy() for record in tf.data.TFRecordDataset(str(path))]
+    except tf.errors.DataLossError as error:
+        raise ValueError(
+            f"The warm-up file {path} is corrupt or truncated ({error.message.splitlines()[0]}). "
+            "Export the model again to write a new version with a complete file."
+        ) from error
+    return [prediction_log_pb2.PredictionLog.FromString(record) for record in records]
 
 
 def request_inputs(log) -> Dict[str, tf.Tensor]:

@@ -273,10 +273,10 @@ def test_next_version_and_explicit_version(tmp_path):
     assert not (path / warmup.WARMUP_FILE).exists()
 
 
-@pytest.mark.parametrize("version", [0, -1, 1.5, "2", True])
+@pytest.mark.parametrize("version", [0, -1, 1.5, "2", True, 2**63])
 def test_invalid_version_rejected(tmp_path, version):
     model = mtl.models.shared_bottom([TaskSpec("a")], keras.Input((4,), name="x"))
-    with pytest.raises(ValueError, match="`version` must be an integer >= 1"):
+    with pytest.raises(ValueError, match="`version` must be an integer from 1 to"):
         mtl.export.export_saved_model(model, tmp_path, version=version)
     assert list(tmp_path.iterdir()) == []
 
@@ -534,3 +534,28 @@ def test_export_hides_tensorflow_info_records(three_task_model, tmp_path, caplog
     ]
     assert tensorflow_info == []
     assert level_after == logging.INFO
+
+
+def test_numbered_export_dir_rejected(tmp_path):
+    damaged_version = tmp_path / "census" / "1"
+    damaged_version.mkdir(parents=True)
+    (damaged_version / "notes.txt").write_text("user notes")
+    with pytest.raises(ValueError, match="its name, '1', is a version number"):
+        mtl.export.export_saved_model(_small_model(), damaged_version)
+    assert [path.name for path in damaged_version.iterdir()] == ["notes.txt"]
+
+
+def test_next_version_beyond_int64_rejected(tmp_path):
+    (tmp_path / str(2**63 - 1)).mkdir()
+    with pytest.raises(ValueError, match="the largest version TF Serving reads"):
+        mtl.export.export_saved_model(_small_model(), tmp_path)
+    assert [path.name for path in tmp_path.iterdir()] == [str(2**63 - 1)]
+
+
+def test_truncated_warmup_file_named(exported, tmp_path):
+    copy = tmp_path / "version"
+    (copy / "assets.extra").mkdir(parents=True)
+    complete = (exported / warmup.WARMUP_FILE).read_bytes()
+    (copy / warmup.WARMUP_FILE).write_bytes(complete[: len(complete) // 2])
+    with pytest.raises(ValueError, match="warm-up file .* is corrupt or truncated"):
+        warmup.read_warmup_file(copy)
