@@ -221,9 +221,12 @@ def train_and_evaluate(model_name, data, train, tasks, seed):
     return auc, int(model.count_params()), extra
 
 
-def run_setting(dataset, task_group, models, num_seeds, progress):
-    """Train every model for every seed on one data set and task group."""
-    data = load(dataset, task_group)
+def run_setting(dataset, task_group, models, num_seeds, progress, data=None):
+    """Train every model for every seed on one data set and task group.
+
+    `data` is what `load(dataset, task_group)` returns, if it was already loaded.
+    """
+    data = load(dataset, task_group) if data is None else data
     train = truncate(data.train, FLAGS.max_train_examples)
     logging.info(
         "%s, task group %d: %d train, %d test examples. %s",
@@ -359,8 +362,17 @@ def main(argv):
         for dataset, task_group in settings:
             descriptions[(dataset, task_group)] = load(dataset, task_group).description
     else:
+        # Each data set is read once before any training, so that a missing or damaged
+        # file stops the run at once, not after the models of the data sets before it.
+        loaded = {}
         for dataset, task_group in settings:
-            data, _ = run_setting(dataset, task_group, FLAGS.models, FLAGS.num_seeds, progress)
+            if dataset not in {loaded_dataset for loaded_dataset, _ in loaded}:
+                loaded[(dataset, task_group)] = load(dataset, task_group)
+        for dataset, task_group in settings:
+            data, _ = run_setting(
+                dataset, task_group, FLAGS.models, FLAGS.num_seeds, progress,
+                data=loaded.pop((dataset, task_group), None),
+            )  # fmt: skip
             descriptions[(dataset, task_group)] = data.description
     seconds = time.perf_counter() - started
 

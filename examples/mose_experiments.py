@@ -301,19 +301,28 @@ def _movielens_model(name, data):
     )
 
 
-def run_movielens(models, seeds, epochs, max_users, compiled_models, progress):
-    """Return `{model: [[rmse, auc, best_epoch], ...]}`, one row per seed."""
+def load_movielens(seed, max_users):
+    """Return the MovieLens sequences of one seed's split, as `run_movielens` reads them."""
     from mtl_layers.datasets.movielens import load_movielens_sequences
 
+    return load_movielens_sequences(
+        FLAGS.data_dir,
+        download=FLAGS.download,
+        max_length=FLAGS.movielens_length,
+        seed=seed,
+        max_users=max_users,
+    )
+
+
+def run_movielens(models, seeds, epochs, max_users, compiled_models, progress, loaded=None):
+    """Return `{model: [[rmse, auc, best_epoch], ...]}`, one row per seed.
+
+    `loaded` maps seeds to data that `load_movielens` already returned.
+    """
+    loaded = dict(loaded or {})
     results = {}
     for seed in seeds:
-        data = load_movielens_sequences(
-            FLAGS.data_dir,
-            download=FLAGS.download,
-            max_length=FLAGS.movielens_length,
-            seed=seed,
-            max_users=max_users,
-        )
+        data = loaded.pop(seed) if seed in loaded else load_movielens(seed, max_users)
         splits = [
             (split.inputs(), split.labels, split.mask) for split in (data.train, data.validation)
         ]
@@ -575,13 +584,20 @@ def main(argv):
     )  # fmt: skip
     progress = Progress(total)
 
+    # MovieLens is read before any training, so that a missing or damaged file stops the
+    # run at once, not after the synthetic experiments.
+    max_users = 40 if FLAGS.quick else None
+    loaded = {}
+    if "movielens" in FLAGS.experiments:
+        loaded[seeds[0]] = load_movielens(seeds[0], max_users)
+
     compiled_models = CompiledModels(FLAGS.reuse_compiled)
     synthetic = movielens = None
     if "synthetic" in FLAGS.experiments:
         synthetic = run_synthetic(models, seeds, epochs, num_examples, compiled_models, progress)
     if "movielens" in FLAGS.experiments:
         movielens = run_movielens(
-            models, seeds, epochs, 40 if FLAGS.quick else None, compiled_models, progress
+            models, seeds, epochs, max_users, compiled_models, progress, loaded
         )
     command = " ".join(["python"] + sys.argv)
     markdown = _markdown(synthetic, movielens, command, seeds, epochs, time.time() - start)

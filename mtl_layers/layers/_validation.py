@@ -74,17 +74,20 @@ def check_units(name: str, value) -> tuple:
     return tuple(int(size) for size in units)
 
 
-def check_feature_count(layer, inputs, features: int) -> None:
+def check_feature_count(layer, inputs, features: int, argument: str = "inputs") -> None:
     """Raise a ValueError when the last axis of `inputs` is not the built `features`.
 
     Keras 3 checks the layer's InputSpec before `call`. tf_keras skips that check when a
     built layer is called on a symbolic input, and the call then traces wrong shapes
     silently (or fails inside a matrix product), so `call` checks the static size itself.
+    Arguments other than the first, such as `gate_inputs`, have no InputSpec in either
+    mode; without this check their error would name an inner layer.
     """
     received = inputs.shape[-1]
     if received is not None and received != features:
         raise ValueError(
-            f"{type(layer).__name__} {layer.name!r} was built for inputs with {features} "
-            f"features on the last axis. Received: inputs shape={tuple(inputs.shape)}. Pass "
-            f"inputs with {features} features, or use a new layer for {received} features."
+            f"{type(layer).__name__} {layer.name!r} was built for {argument} with {features} "
+            f"features on the last axis. Received: {argument} shape={tuple(inputs.shape)}. "
+            f"Pass {argument} with {features} features, or use a new layer for {received} "
+            "features."
         )

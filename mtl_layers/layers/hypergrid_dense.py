@@ -334,6 +334,10 @@ class HyperGridDense(keras.layers.Layer):
             if not projection.built:
                 # tf_keras reaches this point without having seen the conditioning shape.
                 self._check_conditioning_shape(tuple(inputs.shape), tuple(conditioning.shape))
+            else:
+                _validation.check_feature_count(
+                    self, conditioning, projection.kernel.shape[0], "conditioning"
+                )
             outputs = self._call_local(inputs, conditioning, task_ids)
         if self.use_bias:
             outputs = outputs + self.bias

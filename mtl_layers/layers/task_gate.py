@@ -211,6 +211,10 @@ class TaskGate(keras.layers.Layer):
                 "TaskGate needs `gate_inputs`, the features that the gate reads (for example "
                 "the input of the ExpertBank). Received: gate_inputs=None."
             )
+        if self.logits_layer.built:
+            _validation.check_feature_count(
+                self, gate_inputs, self.logits_layer.kernel.shape[0], "gate_inputs"
+            )
         expert_dtype = ops.dtype(expert_outputs)
         if not expert_dtype.startswith(("float", "bfloat")):
             # The mixing weights are cast to the experts' dtype, and in an integer dtype

@@ -108,3 +108,21 @@ def test_data_dir_accepts_kdd_folder(data_file, tmp_path):
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "### UCI Census-Income (KDD), task group 1" in completed.stdout
     assert "| OMoE | 100 | 0.9000 ± 0.0000 | 0.8000 ± 0.0000 |" in completed.stdout
+
+
+def test_damaged_kdd_fails_before_training(run_script, tmp_path):
+    # A whole copy of Adult, and a KDD folder that holds a truncated training file.
+    packaged = REPO_ROOT / "mtl_layers" / "datasets" / "data" / "adult"
+    with gzip.open(packaged / "adult.data.gz", "rb") as stream:
+        (tmp_path / "adult.data").write_bytes(stream.read())
+    (tmp_path / "adult.test.gz").write_bytes((packaged / "adult.test.gz").read_bytes())
+    kdd_dir = tmp_path / "census-income-kdd"
+    kdd_dir.mkdir()
+    (kdd_dir / "census-income.data.gz").write_bytes(gzip.compress(b"39, Private,")[:20])
+    result = run_script(
+        "examples/mmoe_census.py", "--quick", "--datasets=adult,kdd", f"--data_dir={tmp_path}",
+        f"--output_dir={tmp_path / 'runs'}", timeout=300,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "census-income" in result.stderr
+    assert "[1/" not in result.stderr

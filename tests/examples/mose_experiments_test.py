@@ -60,3 +60,13 @@ def test_bad_flag_fails_at_start(run_script, flags, message):
     result = run_script("examples/mose_experiments.py", *flags, timeout=120)
     assert result.returncode == 1
     assert message in result.stderr
+
+
+def test_missing_movielens_fails_before_training(run_script, tmp_path):
+    result = run_script(
+        "examples/mose_experiments.py", "--quick", f"--data_dir={tmp_path}", timeout=120
+    )
+    assert result.returncode == 1
+    assert str(tmp_path) in result.stderr
+    # No synthetic model trained before the MovieLens files were looked for.
+    assert "[1/8," not in result.stderr

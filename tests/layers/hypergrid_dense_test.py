@@ -328,3 +328,11 @@ def test_hypergrid_dense_symbolic_reuse_checks_features(mode):
     layer(keras.Input((3, 4)), conditioning)
     with pytest.raises(ValueError, match=OTHER_FEATURES):
         layer(keras.Input((3, 6)), conditioning)
+
+
+def test_hypergrid_dense_other_conditioning_size_named():
+    layer = mtl.HyperGridDense(4, block_shape=(2, 2))
+    inputs = np.ones((2, 4), "float32")
+    layer(inputs, np.ones((2, 3), "float32"))
+    with pytest.raises(ValueError, match="was built for conditioning with 3 features"):
+        layer(inputs, np.ones((2, 5), "float32"))

@@ -274,3 +274,12 @@ def test_task_gate_omitted_gate_inputs_named():
     experts, _ = _inputs()
     with pytest.raises(ValueError, match="TaskGate needs `gate_inputs`"):
         mtl.TaskGate(4)(experts)
+
+
+def test_task_gate_other_gate_feature_count_named():
+    experts, gate_inputs = _inputs()
+    layer = mtl.TaskGate(4)
+    layer(experts, gate_inputs)
+    wider = np.concatenate([gate_inputs, gate_inputs], axis=-1)
+    with pytest.raises(ValueError, match="was built for gate_inputs with"):
+        layer(experts, wider)
