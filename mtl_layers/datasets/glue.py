@@ -4,10 +4,10 @@ GLUE (Wang et al., "GLUE: A Multi-Task Benchmark and Analysis Platform for Natur
 Language Understanding", ICLR 2019) is read from the `.tsv` files that GLUE's
 `download_glue_data.py` writes, in the `<data_dir>/<TASK>/{train,dev}.tsv` layout. The
 task licences forbid redistribution, so nothing is bundled: the loaders read a folder
-(the argument, else `$MTL_LAYERS_DATA_DIR/glue`) or, with `download=True`, fetch the
-official GLUE archives of CoLA, RTE, STS-B and SST-2. Every file is checked against a
-pinned SHA-256 digest. MRPC has no official archive (GLUE builds it from Microsoft's
-installer) and must be placed by hand.
+(the argument, else `$MTL_LAYERS_DATA_DIR`, each searched directly and in its `glue/`
+subfolder) or, with `download=True`, fetch the official GLUE archives of CoLA, RTE,
+STS-B and SST-2. Every file is checked against a pinned SHA-256 digest. MRPC has no
+official archive (GLUE builds it from Microsoft's installer) and must be placed by hand.
 
 The files are read with CSV quoting disabled: many fields start with `"`, and with
 quoting MRPC and STS-B rows merge silently. MRPC files start with a UTF-8 byte order
@@ -20,8 +20,6 @@ import numbers
 import pathlib
 import shutil
 import tempfile
-import urllib.request
-import zipfile
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -103,11 +101,18 @@ def task_file(
 ) -> pathlib.Path:
     """Return the verified path of `<TASK>/<split>.tsv`, downloading it if allowed.
 
-    When `data_dir` is given, only `data_dir/<TASK>` is searched. Without it, the loader
-    looks in `$MTL_LAYERS_DATA_DIR/glue`, then in the download cache
-    (`$MTL_LAYERS_CACHE_DIR/glue`). With `download=True` a file of CoLA, RTE, STS-B or
-    SST-2 that is not found is taken from the cache, or fetched from the official GLUE
-    archive into the cache.
+    When `data_dir` is given, only `data_dir/<TASK>` and `data_dir/glue/<TASK>` are
+    searched. Without it, the loader looks in the same two under
+    `$MTL_LAYERS_DATA_DIR`, then in the download cache (`$MTL_LAYERS_CACHE_DIR/glue`).
+    With `download=True` a file of CoLA, RTE, STS-B or SST-2 that is not found is taken
+    from the cache, or fetched from the official GLUE archive into the cache.
+
+    Raises:
+        ValueError: `task` or `split` is invalid.
+        FileNotFoundError: `data_dir` or `$MTL_LAYERS_DATA_DIR` is not a folder, or the
+            file is not found and cannot be downloaded.
+        mtl_layers.datasets.files.DownloadError: The download failed.
+        mtl_layers.datasets.files.ChecksumError: The file differs from the official one.
     """
     _check_task(task)
     if split not in SPLITS:
@@ -118,60 +123,102 @@ def task_file(
         else "GLUE builds MRPC from Microsoft's MSR Paraphrase Corpus installer, so "
         "run GLUE's download_glue_data.py and copy its MRPC folder there."
     )
+    name = f"{split}.tsv"
     cache = files.cache_dir() / "glue"
     if data_dir is not None:
-        folders = [files.check_data_dir(data_dir, f"{task}/{split}.tsv", hint)]
+        root = files.check_data_dir(data_dir, f"{task}/{name} or glue/{task}/{name}", hint)
+        folders = [root, root / "glue"]
     else:
-        folders = [default_glue_dir()] if default_glue_dir() is not None else []
+        default = files.default_data_dir()
+        folders = [] if default is None else [default, default / "glue"]
         folders.append(cache)
 
-    name = f"{split}.tsv"
-    path = files.find_file([folder / task for folder in folders], [name])
+    task_folders = [folder / task for folder in folders]
+    path = files.find_file(task_folders, [name])
     if path is None and download and task in ARCHIVE_URLS:
         if data_dir is not None:
             logging.warning(
                 "%s/%s not found in %s; using download=True to take it from the cache %s.",
-                task, name, folders[0], cache,
+                task, name, [str(folder) for folder in task_folders], cache,
             )  # fmt: skip
         path = cache / task / name
         if not path.is_file():
             _download_task(task, cache)
     if path is None:
-        task_folders = [folder / task for folder in folders]
         searched = ", ".join(str(folder) for folder in task_folders)
+        if data_dir is not None:
+            fix = f"Put {task}/{name} in `data_dir` or in its glue/ subfolder."
+        else:
+            fix = (
+                f"Pass the folder that contains {task}/{name} (directly or in a glue/ "
+                f"subfolder) as `data_dir`, or set {files.DATA_DIR_VARIABLE} to it."
+            )
         raise FileNotFoundError(
             f"GLUE file {task}/{name} not found (searched {searched})."
-            f"{files.not_regular_files(task_folders, [name])} Set MTL_LAYERS_DATA_DIR to a "
-            f"folder with glue/{task}/{name} or pass data_dir. {hint}"
+            f"{files.not_regular_files(task_folders, [name])} {fix} {hint}"
         )
     files.verify_sha256(path, SHA256[(task, split)])
     return path
 
 
 def _download_task(task: str, cache: pathlib.Path) -> None:
+    """Fetch the task's GLUE archive and add its missing `.tsv` files to `cache/<task>`.
+
+    Files already in `cache/<task>` are kept, so a folder that holds only some of them
+    (after an interrupted copy, for example) is completed and nothing that the user put
+    there is replaced. The extracted files are verified before any of them is placed.
+
+    Raises:
+        FileExistsError: `cache/<task>`, or the path of a missing file in it, is taken
+            by something other than a folder or a regular file.
+        mtl_layers.datasets.files.DownloadError: The download failed, or the archive is
+            corrupt or lacks a file.
+        mtl_layers.datasets.files.ChecksumError: An extracted file differs from the
+            official one.
+    """
     # NOTE: this path has not been run against the live archives. The pinned digests are
     # those of the tested local copies, so an archive whose files differ in any byte
-    # raises ChecksumError and leaves nothing in the cache.
+    # raises ChecksumError and adds nothing to the cache.
+    url = ARCHIVE_URLS[task]
     target = cache / task
-    target.parent.mkdir(parents=True, exist_ok=True)
+    if (target.exists() or target.is_symlink()) and not target.is_dir():
+        raise FileExistsError(
+            f"The GLUE cache path {target} {files.describe_missing_folder(target)}, so the "
+            f"{task} files cannot be downloaded into it. Delete it and run again."
+        )
+    missing = [split for split in SPLITS if not (target / f"{split}.tsv").is_file()]
+    blocked = [
+        str(target / f"{split}.tsv")
+        for split in missing
+        if (target / f"{split}.tsv").exists() or (target / f"{split}.tsv").is_symlink()
+    ]
+    if blocked:
+        raise FileExistsError(
+            f"These paths in the GLUE cache are not regular files, so the downloaded "
+            f"{task} files cannot be placed there: {blocked}. Delete them, or replace them "
+            "with the official files, and run again."
+        )
+    names = " and ".join(f"{split}.tsv" for split in missing)
+    manual_step = f"download the archive by hand and copy {names} from its {task}/ folder into {target}"
+
+    cache.mkdir(parents=True, exist_ok=True)
     staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{task}.", dir=cache))
     try:
-        archive = staging / f"{task}.zip"
-        logging.info("Downloading %s to %s", ARCHIVE_URLS[task], archive)
-        with urllib.request.urlopen(ARCHIVE_URLS[task], timeout=60) as response, open(
-            archive, "wb"
-        ) as output:
-            shutil.copyfileobj(response, output)
-        with zipfile.ZipFile(archive) as contents:
-            for split in SPLITS:
-                with contents.open(f"{task}/{split}.tsv") as source, open(
-                    staging / f"{split}.tsv", "wb"
-                ) as output:
-                    shutil.copyfileobj(source, output)
-        for split in SPLITS:
-            files.verify_sha256(staging / f"{split}.tsv", SHA256[(task, split)])
-        archive.unlink()
-        staging.replace(target)
+        archive_path = staging / f"{task}.zip"
+        logging.info("Downloading %s to %s", url, archive_path)
+        with open(archive_path, "wb") as output:
+            files.fetch_url(url, output, target, manual_step)
+        with files.open_zip(archive_path, url, manual_step) as archive:
+            for split in missing:
+                with open(staging / f"{split}.tsv", "wb") as output:
+                    files.read_zip_member(archive, f"{task}/{split}.tsv", output, url, manual_step)
+        for split in missing:
+            files.check_download_sha256(
+                staging / f"{split}.tsv", SHA256[(task, split)], url, target / f"{split}.tsv"
+            )
+        target.mkdir(exist_ok=True)
+        for split in missing:
+            (staging / f"{split}.tsv").replace(target / f"{split}.tsv")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

@@ -9,11 +9,9 @@ package never contains it.
 """
 
 import dataclasses
-import io
 import pathlib
 import tempfile
 import urllib.request
-import zipfile
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -65,27 +63,30 @@ class MovieLensRatings:
 
 
 def _download(url: str, target_dir: pathlib.Path) -> pathlib.Path:
-    """Download the GroupLens zip and extract the verified `u.*` files into `target_dir`."""
+    """Download the GroupLens zip and extract the verified `u.*` files missing from `target_dir`."""
     target_dir.mkdir(parents=True, exist_ok=True)
+    manual_step = (
+        f"download ml-100k.zip by hand and copy {sorted(MOVIELENS_SHA256)} from its ml-100k/ "
+        f"folder into {target_dir}"
+    )
     logging.info("Downloading %s", url)
-    with urllib.request.urlopen(url, timeout=60) as response:
-        archive = zipfile.ZipFile(io.BytesIO(response.read()))
-    for name, digest in MOVIELENS_SHA256.items():
-        if (target_dir / name).is_file():
-            continue
-        member = f"ml-100k/{name}"
-        if member not in archive.namelist():
-            raise FileNotFoundError(f"{url} has no member {member}; it is not the ml-100k archive.")
-        handle = tempfile.NamedTemporaryFile(dir=target_dir, prefix=f".{name}.", delete=False)
-        temporary = pathlib.Path(handle.name)
-        try:
-            with handle:
-                handle.write(archive.read(member))
-            files.verify_sha256(temporary, digest)
-            temporary.replace(target_dir / name)
-        except BaseException:
-            temporary.unlink(missing_ok=True)
-            raise
+    with tempfile.TemporaryFile() as buffer:
+        files.fetch_url(url, buffer, target_dir, manual_step)
+        buffer.seek(0)
+        with files.open_zip(buffer, url, manual_step) as archive:
+            for name, digest in MOVIELENS_SHA256.items():
+                if (target_dir / name).is_file():
+                    continue
+                handle = tempfile.NamedTemporaryFile(dir=target_dir, prefix=f".{name}.", delete=False)
+                temporary = pathlib.Path(handle.name)
+                try:
+                    with handle:
+                        files.read_zip_member(archive, f"ml-100k/{name}", handle, url, manual_step)
+                    files.check_download_sha256(temporary, digest, url, target_dir / name)
+                    temporary.replace(target_dir / name)
+                except BaseException:
+                    temporary.unlink(missing_ok=True)
+                    raise
     return target_dir
 
 
@@ -127,8 +128,13 @@ def find_movielens_dir(
         searched = [str(folder) for folder in folders]
         if not download:
             where = "in `data_dir` " if data_dir is not None else ""
+            # Name only the files that each searched folder lacks.
+            missing = {
+                str(folder): [name for name in names if not (folder / name).is_file()]
+                for folder in folders
+            }
             raise FileNotFoundError(
-                f"MovieLens 100K files {names} not found {where}(searched {searched})."
+                f"MovieLens 100K files not found {where}(missing per searched folder: {missing})."
                 f"{files.not_regular_files(folders, names)} Copy them there from {url}, pass "
                 f"the folder that contains them as `data_dir`, set "
                 f"${files.DATA_DIR_VARIABLE}, or pass `download=True`."

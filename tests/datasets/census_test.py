@@ -2,6 +2,8 @@
 
 import gzip
 import shutil
+import urllib.error
+import urllib.request
 
 import numpy as np
 import pytest
@@ -215,3 +217,34 @@ def test_constant_column_gets_unit_variance():
 
     assert specs["age"].variance == 1.0
     assert specs["age"].mean == 30.0
+
+
+def test_adult_broken_link_reported(tmp_path):
+    (tmp_path / "adult.data").symlink_to(tmp_path / "gone" / "adult.data")
+
+    with pytest.raises(FileNotFoundError, match=r"broken symbolic links.*adult.data -> .*gone/adult.data"):
+        census.load_adult(data_dir=tmp_path)
+
+
+def test_adult_download_error_names_url(tmp_path, monkeypatch):
+    def not_found(url, timeout):
+        raise urllib.error.HTTPError(url, 404, "File not found", {}, None)
+
+    monkeypatch.setattr(urllib.request, "urlopen", not_found)
+    monkeypatch.setattr(census, "ADULT_URL", "http://127.0.0.1:9/adult/")
+    monkeypatch.setenv(files.CACHE_DIR_VARIABLE, str(tmp_path / "cache"))
+    (tmp_path / "data").mkdir()
+
+    with pytest.raises(files.DownloadError, match=r"http://127.0.0.1:9/adult/adult.data to .*cache/uci-adult/adult.data: HTTP Error 404"):
+        census.load_adult(data_dir=tmp_path / "data", download=True)
+
+
+def test_kdd_data_dir_variable_must_exist(tmp_path, monkeypatch):
+    # The cache holds a file, but a mistyped variable must not fall back to it.
+    monkeypatch.setenv(files.DATA_DIR_VARIABLE, str(tmp_path / "mistyped"))
+    monkeypatch.setenv(files.CACHE_DIR_VARIABLE, str(tmp_path / "cache"))
+    (tmp_path / "cache" / "census-income-kdd").mkdir(parents=True)
+    (tmp_path / "cache" / "census-income-kdd" / "census-income.test").write_text("")
+
+    with pytest.raises(FileNotFoundError, match="MTL_LAYERS_DATA_DIR='.*mistyped', which does not exist"):
+        census.load_census_kdd()

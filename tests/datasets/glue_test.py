@@ -3,6 +3,7 @@
 import contextlib
 import shutil
 import signal
+import zipfile
 
 import numpy as np
 import pytest
@@ -182,7 +183,7 @@ def test_download_rejects_altered_archive(glue_dir, archive_server, tmp_path, mo
     empty = tmp_path / "empty"
     empty.mkdir()
 
-    with pytest.raises(files.ChecksumError, match="SHA-256 mismatch"):
+    with pytest.raises(files.ChecksumError, match="differs from the official file"):
         glue.load_split("CoLA", "dev", data_dir=empty, download=True)
 
     assert list((cache / "glue").iterdir()) == []
@@ -285,7 +286,7 @@ def test_explicit_data_dir_ignores_other_copies(glue_dir, tmp_path, monkeypatch)
     empty = tmp_path / "empty"
     empty.mkdir()
 
-    with pytest.raises(FileNotFoundError, match=r"CoLA/dev.tsv not found \(searched .*empty/CoLA\)"):
+    with pytest.raises(FileNotFoundError, match=r"CoLA/dev.tsv not found \(searched .*empty/CoLA, .*empty/glue/CoLA\)"):
         glue.load_split("CoLA", "dev", data_dir=empty)
 
 
@@ -325,3 +326,101 @@ def test_download_reuses_cached_copy(glue_dir, tmp_path, monkeypatch):
     loaded = glue.load_split("CoLA", "dev", data_dir=empty, download=True)
 
     assert len(loaded) == EXPECTED[("CoLA", "dev")][0]
+
+
+def _serve_cola(folder, base_url, glue_dir, monkeypatch, tmp_path):
+    """Serve the CoLA archive, point the loader at it and return the cache folder."""
+    _write_cola_archive(folder / "CoLA.zip", glue_dir)
+    monkeypatch.setitem(glue.ARCHIVE_URLS, "CoLA", f"{base_url}/CoLA.zip")
+    monkeypatch.delenv(files.DATA_DIR_VARIABLE, raising=False)
+    cache = tmp_path / "cache"
+    monkeypatch.setenv(files.CACHE_DIR_VARIABLE, str(cache))
+    return cache
+
+
+def test_download_completes_partial_cache(glue_dir, archive_server, tmp_path, monkeypatch):
+    cache = _serve_cola(*archive_server, glue_dir, monkeypatch, tmp_path)
+    task_folder = cache / "glue" / "CoLA"
+    task_folder.mkdir(parents=True)
+    shutil.copy(glue_dir / "CoLA" / "dev.tsv", task_folder / "dev.tsv")
+    (task_folder / "notes.txt").write_text("kept")
+
+    loaded = glue.load_split("CoLA", "train", download=True)
+
+    assert len(loaded) == EXPECTED[("CoLA", "train")][0]
+    assert sorted(path.name for path in task_folder.iterdir()) == ["dev.tsv", "notes.txt", "train.tsv"]
+    assert (task_folder / "notes.txt").read_text() == "kept"
+    assert [path.name for path in (cache / "glue").iterdir()] == ["CoLA"]
+
+
+def test_download_keeps_existing_file(glue_dir, archive_server, tmp_path, monkeypatch):
+    cache = _serve_cola(*archive_server, glue_dir, monkeypatch, tmp_path)
+    task_folder = cache / "glue" / "CoLA"
+    task_folder.mkdir(parents=True)
+    (task_folder / "dev.tsv").write_text("user copy\n")
+
+    glue.load_split("CoLA", "train", download=True)
+
+    assert (task_folder / "dev.tsv").read_text() == "user copy\n"
+
+
+def test_download_blocked_by_folder(glue_dir, archive_server, tmp_path, monkeypatch):
+    cache = _serve_cola(*archive_server, glue_dir, monkeypatch, tmp_path)
+    (cache / "glue" / "CoLA" / "train.tsv").mkdir(parents=True)
+
+    with pytest.raises(FileExistsError, match=r"not regular files.*CoLA/train.tsv.*Delete them"):
+        glue.load_split("CoLA", "train", download=True)
+
+
+def test_download_corrupt_archive_message(archive_server, tmp_path, monkeypatch):
+    folder, base_url = archive_server
+    (folder / "CoLA.zip").write_bytes(b"<html>Service unavailable</html>")
+    monkeypatch.setitem(glue.ARCHIVE_URLS, "CoLA", f"{base_url}/CoLA.zip")
+    monkeypatch.delenv(files.DATA_DIR_VARIABLE, raising=False)
+    monkeypatch.setenv(files.CACHE_DIR_VARIABLE, str(tmp_path / "cache"))
+
+    with pytest.raises(files.DownloadError) as raised:
+        glue.load_split("CoLA", "train", download=True)
+
+    message = str(raised.value)
+    assert f"{base_url}/CoLA.zip is not a valid zip file" in message
+    assert f"into {tmp_path / 'cache' / 'glue' / 'CoLA'}." in message
+    assert list((tmp_path / "cache" / "glue").iterdir()) == []
+
+
+def test_download_archive_missing_member(glue_dir, archive_server, tmp_path, monkeypatch):
+    folder, base_url = archive_server
+    with zipfile.ZipFile(folder / "CoLA.zip", "w") as archive:
+        archive.write(glue_dir / "CoLA" / "train.tsv", "CoLA/train.tsv")
+    monkeypatch.setitem(glue.ARCHIVE_URLS, "CoLA", f"{base_url}/CoLA.zip")
+    monkeypatch.delenv(files.DATA_DIR_VARIABLE, raising=False)
+    monkeypatch.setenv(files.CACHE_DIR_VARIABLE, str(tmp_path / "cache"))
+
+    with pytest.raises(files.DownloadError, match=r"CoLA.zip has no member CoLA/dev.tsv.*into .*cache/glue/CoLA"):
+        glue.load_split("CoLA", "train", download=True)
+
+
+def test_download_not_found_names_url(archive_server, tmp_path, monkeypatch):
+    _, base_url = archive_server
+    monkeypatch.setitem(glue.ARCHIVE_URLS, "CoLA", f"{base_url}/CoLA.zip")
+    monkeypatch.delenv(files.DATA_DIR_VARIABLE, raising=False)
+    monkeypatch.setenv(files.CACHE_DIR_VARIABLE, str(tmp_path / "cache"))
+
+    with pytest.raises(files.DownloadError, match=f"Could not download {base_url}/CoLA.zip to .*cache/glue/CoLA: HTTP Error 404"):
+        glue.load_split("CoLA", "train", download=True)
+
+
+def test_data_dir_parent_folder(glue_dir, tmp_path):
+    _glue_copy(glue_dir, tmp_path / "data" / "glue", task="RTE")
+
+    assert len(glue.load_split("RTE", "dev", data_dir=tmp_path / "data")) == EXPECTED[("RTE", "dev")][0]
+
+
+def test_data_dir_variable_must_exist(glue_dir, tmp_path, monkeypatch):
+    # The cache holds CoLA, but a mistyped variable must not fall back to it.
+    monkeypatch.setenv(files.DATA_DIR_VARIABLE, str(tmp_path / "mistyped"))
+    monkeypatch.setenv(files.CACHE_DIR_VARIABLE, str(tmp_path / "cache"))
+    _glue_copy(glue_dir, tmp_path / "cache" / "glue")
+
+    with pytest.raises(FileNotFoundError, match="`MTL_LAYERS_DATA_DIR` must name an existing folder"):
+        glue.load_split("CoLA", "dev")

@@ -169,3 +169,12 @@ def test_download_with_data_dir_fetches_archive(data_file, tmp_path, monkeypatch
 
     assert data.data_dir == tmp_path / "cache" / "movielens-100k"
     assert (tmp_path / "cache" / "movielens-100k" / "u.data").is_file()
+
+
+def test_data_dir_variable_must_be_a_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv(files.DATA_DIR_VARIABLE, str(tmp_path / "u.data"))
+    monkeypatch.setenv(files.CACHE_DIR_VARIABLE, str(tmp_path / "cache"))
+    (tmp_path / "u.data").write_text("")
+
+    with pytest.raises(FileNotFoundError, match="MTL_LAYERS_DATA_DIR='.*u.data', which is not a folder"):
+        load_movielens_sequences()

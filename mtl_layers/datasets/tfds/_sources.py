@@ -4,12 +4,15 @@ Every builder looks for its files in the manual folder (`--manual_dir` of `tfds 
 or `download_config=tfds.download.DownloadConfig(manual_dir=...)`) and in the subfolder
 that the library's data layout uses there (for example `<manual_dir>/uci-adult`), so one
 folder with all data sets serves every builder. A file found in neither place is
-downloaded with TFDS's download manager. Every file, found or downloaded, is then checked
+downloaded with TFDS's download manager, after a warning that names the files missing
+from the manual folder. Every file, found or downloaded, is then checked
 against the SHA-256 digest that the library's loaders pin for its content.
 """
 
 import pathlib
-from typing import List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
+
+from absl import logging
 
 MMOE_CITATION = """\
 @inproceedings{ma2018mmoe,
@@ -56,3 +59,36 @@ def missing_file_error(
         f"{relative_path} not found in the manual folder (searched {searched}). "
         f"Put the file there and run again.\n{instructions}"
     )
+
+
+def missing_in_folders(folders: Sequence[pathlib.Path], names: Sequence[str]) -> str:
+    """Return which of `names` each existing folder lacks, as "u.user in /data, ..."."""
+    parts = []
+    for folder in folders:
+        if folder.is_dir():
+            absent = [name for name in names if not (folder / name).is_file()]
+            parts.append(f"{', '.join(absent)} in {folder}")
+    return "; ".join(parts)
+
+
+def download_missing(
+    dl_manager, fetch: Callable[[str], str], url: str, missing: str, folders: Sequence[pathlib.Path]
+) -> pathlib.Path:
+    """Return `fetch(url)` as a path, first logging which files the manual folder lacks.
+
+    `fetch` is `dl_manager.download` or `dl_manager.download_and_extract`, and `missing`
+    names the missing files. With a manual folder, a warning names them before the
+    download, and an error from `fetch` gets a note that names them. The error is
+    re-raised with its type and message unchanged, and the note shows in its traceback.
+    """
+    note = None
+    if manual_folder(dl_manager) is not None:
+        searched = ", ".join(str(folder) for folder in folders)
+        note = f"Not found in the manual folder (searched {searched}): {missing}."
+        logging.warning("%s Downloading %s instead.", note, url)
+    try:
+        return pathlib.Path(fetch(url))
+    except Exception as error:
+        if note is not None:
+            error.add_note(f"{note} Put the files there to build without downloading {url}.")
+        raise

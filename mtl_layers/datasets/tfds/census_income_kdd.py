@@ -98,7 +98,13 @@ class CensusIncomeKdd(tfds.core.GeneratorBasedBuilder):
             # NOTE: this download path has not been run against the UCI server, and no
             # archive checksum is registered for it. The content digest below still
             # rejects any file that differs from the official one.
-            path = pathlib.Path(dl_manager.download_and_extract(census.KDD_URL + name + ".gz"))
+            path = _sources.download_missing(
+                dl_manager,
+                dl_manager.download_and_extract,
+                census.KDD_URL + name + ".gz",
+                f"{name} (or {name}.gz)",
+                folders,
+            )
         files.verify_sha256(path, census.KDD_SHA256[name])
         return path
 

@@ -109,7 +109,14 @@ class GlueMultitask(tfds.core.GeneratorBasedBuilder):
             )
         # NOTE: this download path has not been run against the GLUE server; the archive
         # checksums are those that TFDS 4.9.10 registers for the same addresses.
-        return pathlib.Path(dl_manager.download_and_extract(glue.ARCHIVE_URLS[task]))
+        names = [f"{split}.tsv" for split in glue.SPLITS]
+        return _sources.download_missing(
+            dl_manager,
+            dl_manager.download_and_extract,
+            glue.ARCHIVE_URLS[task],
+            _sources.missing_in_folders([folder / task for folder in folders], names),
+            folders,
+        )
 
     def _split_generators(self, dl_manager):
         folders = {task: self._task_folder(dl_manager, task) for task in glue.TASK_NAMES}

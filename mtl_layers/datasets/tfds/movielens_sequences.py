@@ -112,11 +112,18 @@ class MovielensSequences(tfds.core.GeneratorBasedBuilder):
         )
 
     def _source_folder(self, dl_manager) -> pathlib.Path:
-        for folder in _sources.search_folders(dl_manager, "movielens-100k"):
+        folders = _sources.search_folders(dl_manager, "movielens-100k")
+        for folder in folders:
             if all((folder / name).is_file() for name in REQUIRED_FILES):
                 break
         else:
-            archive = pathlib.Path(dl_manager.download_and_extract(movielens_data.MOVIELENS_URL))
+            archive = _sources.download_missing(
+                dl_manager,
+                dl_manager.download_and_extract,
+                movielens_data.MOVIELENS_URL,
+                _sources.missing_in_folders(folders, REQUIRED_FILES),
+                folders,
+            )
             folder = archive / "ml-100k"
         for name, digest in movielens_data.MOVIELENS_SHA256.items():
             files.verify_sha256(folder / name, digest)

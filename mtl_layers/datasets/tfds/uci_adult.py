@@ -66,7 +66,9 @@ class UciAdult(tfds.core.GeneratorBasedBuilder):
         folders = _sources.search_folders(dl_manager, "uci-adult") + [census.PACKAGED_ADULT_DIR]
         path = files.find_file(folders, [name, name + ".gz"])
         if path is None:
-            path = pathlib.Path(dl_manager.download(census.ADULT_URL + name))
+            path = _sources.download_missing(
+                dl_manager, dl_manager.download, census.ADULT_URL + name, f"{name} (or {name}.gz)", folders
+            )
         files.verify_sha256(path, census.ADULT_SHA256[name])
         return path
 

@@ -67,12 +67,18 @@ def test_fake_inputs_drop_weight_and_labels(tmp_path):
     assert wages[58.0] == 1200.0
 
 
-def test_missing_training_file_is_downloaded(tmp_path):
+def _manual_dir_with_test_file_only(tmp_path):
+    """Return a manual folder that holds the fake test file but no training file."""
     manual_dir = tmp_path / "manual"
     manual_dir.mkdir()
     (manual_dir / "census-income.test").write_bytes(
         (FAKE_DIR / "census-income-kdd" / "census-income.test").read_bytes()
     )
+    return manual_dir
+
+
+def test_missing_training_file_is_downloaded(tmp_path):
+    manual_dir = _manual_dir_with_test_file_only(tmp_path)
     with mock.patch.dict(census.KDD_SHA256, FAKE_SHA256), mock.patch.object(
         tfds.download.DownloadManager, "download_and_extract", side_effect=ConnectionError("offline")
     ) as download:
@@ -92,3 +98,15 @@ def test_real_test_file_row_count(tmp_path, data_file):
     labels = builder.as_dataset(split="test", as_supervised=True, batch_size=-1)[1]
     # census-income.test has 6,186 rows labelled "50000+.".
     assert int(labels["income"].numpy().sum()) == 6186
+
+
+def test_missing_file_is_logged_and_noted(tmp_path, caplog):
+    manual_dir = _manual_dir_with_test_file_only(tmp_path)
+    with mock.patch.dict(census.KDD_SHA256, FAKE_SHA256), mock.patch.object(
+        tfds.download.DownloadManager, "download_and_extract", side_effect=ConnectionError("offline")
+    ):
+        with pytest.raises(ConnectionError) as raised:
+            _prepare("group1", tmp_path / "data", manual_dir)
+
+    assert "census-income.data (or census-income.data.gz)" in caplog.text
+    assert str(manual_dir) in "".join(raised.value.__notes__)

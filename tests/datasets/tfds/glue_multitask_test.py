@@ -92,3 +92,15 @@ def test_real_files_task_sizes(tmp_path, data_file):
     task_ids = builder.as_dataset(split="train", batch_size=-1)["inputs"]["task_id"].numpy()
     counts = collections.Counter(glue.TASK_NAMES[task_id] for task_id in task_ids)
     assert counts == {"CoLA": 8551, "MRPC": 3668, "RTE": 2490, "STS-B": 5749, "SST-2": 67349}
+
+
+def test_partial_manual_folder_names_missing_file(tmp_path, caplog, offline_manager):
+    (tmp_path / "glue" / "CoLA").mkdir(parents=True)
+    shutil.copy(FAKE_DIR / "glue" / "CoLA" / "dev.tsv", tmp_path / "glue" / "CoLA" / "dev.tsv")
+
+    with pytest.raises(ConnectionError) as raised:
+        glue_multitask.GlueMultitask._task_folder(None, offline_manager(tmp_path), "CoLA")
+
+    missing = f"train.tsv in {tmp_path / 'glue' / 'CoLA'}"
+    assert missing in caplog.text
+    assert missing in "".join(raised.value.__notes__)

@@ -89,3 +89,15 @@ def test_real_files_ratings_and_users(tmp_path, data_file):
     assert sum(lengths) == 100000
     # Every MovieLens 100K user has at least 20 ratings.
     assert min(lengths) >= 20
+
+
+def test_partial_manual_folder_names_missing_file(tmp_path, caplog, offline_manager):
+    for name in ("u.data", "u.item"):
+        (tmp_path / name).write_bytes((FAKE_DIR / name).read_bytes())
+
+    with pytest.raises(ConnectionError) as raised:
+        movielens_sequences.MovielensSequences._source_folder(None, offline_manager(tmp_path))
+
+    assert f"u.user in {tmp_path}" in caplog.text
+    assert f"u.user in {tmp_path}" in "".join(raised.value.__notes__)
+    assert str(raised.value) == f"offline: {movielens_data.MOVIELENS_URL}"
