@@ -6,8 +6,6 @@ import pathlib
 
 import pytest
 
-from mtl_layers.compat import backend_name
-
 PACKAGE_ROOT = pathlib.Path(__file__).resolve().parent.parent / "mtl_layers"
 
 
@@ -29,10 +27,6 @@ def test_examples_found():
     assert "mtl_layers.models.mose" in MODULES
 
 
-@pytest.mark.skipif(
-    backend_name() != "tensorflow",
-    reason="the examples print TensorFlow tensor shapes such as TensorShape([2, 8])",
-)
 @pytest.mark.parametrize("module_name", MODULES)
 def test_docstring_examples_run(module_name):
     module = importlib.import_module(module_name)

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Run the test suite twice: in Keras 3 mode and in Keras 2 mode (tf_keras,
 # TF_USE_LEGACY_KERAS=1, the mode TensorFlow Recommenders needs). Then run the layer and
-# model-builder tests once more on each other Keras 3 backend, JAX and PyTorch, with the
-# plugin tests/scale/keras_backend_plugin.py, which skips the tests that check with
-# TensorFlow-only tools. Extra arguments go to every pytest run, for example
+# model-builder tests and the docstring examples once more on each other Keras 3 backend,
+# JAX and PyTorch, with the plugin tests/scale/keras_backend_plugin.py, which skips the
+# tests that check with TensorFlow-only tools. Extra arguments go to every pytest run, for example
 # `bash tests/run.sh -k expert_bank`.
 #
 # A backend that is not installed is skipped with a message, unless
@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 
 # The backend runs cover only these paths: the full suite on three backends would not fit
 # CI's time limit, and most other tests need TensorFlow (tf.data, SavedModel, TFRS).
-BACKEND_TEST_PATHS=(tests/layers tests/models/builders_test.py)
+BACKEND_TEST_PATHS=(tests/layers tests/models/builders_test.py tests/docstring_examples_test.py)
 
 status=0
 for mode in keras3 keras2; do

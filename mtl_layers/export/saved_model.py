@@ -12,7 +12,7 @@ from typing import Dict, Iterator, Mapping, Optional, Sequence, Union
 import tensorflow as tf
 from absl import logging
 
-from mtl_layers.compat import IS_KERAS_2
+from mtl_layers.compat import IS_KERAS_2, backend_name
 from mtl_layers.export import warmup
 
 SERVING_SIGNATURE = "serving_default"
@@ -306,6 +306,15 @@ def export_saved_model(
             shapes or dtypes, unequal batch sizes or time lengths, NaN or infinite
             values).
     """
+    if backend_name() != "tensorflow":
+        raise ValueError(
+            "`export_saved_model` traces the model into TensorFlow serving signatures, so it "
+            "needs the TensorFlow backend. Received: Keras backend "
+            f"{backend_name()!r}. Save the model with model.save('model.keras'), load it "
+            "in a process with KERAS_BACKEND=tensorflow and export it there. On JAX, "
+            "model.export(path, format='tf_saved_model') also writes a SavedModel, without "
+            "the tf.train.Example signature and warm-up records."
+        )
     export_dir = check_export_dir(export_dir)
     if version is None:
         version = next_version(export_dir)

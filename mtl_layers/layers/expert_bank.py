@@ -47,8 +47,8 @@ class ExpertBank(keras.layers.Layer):
     >>> import numpy as np
     >>> import mtl_layers as mtl
     >>> experts = mtl.ExpertBank(num_experts=4, units=[32, 16])
-    >>> experts(np.zeros((2, 10), "float32")).shape
-    TensorShape([2, 4, 16])
+    >>> tuple(experts(np.zeros((2, 10), "float32")).shape)
+    (2, 4, 16)
     """
 
     def __init__(

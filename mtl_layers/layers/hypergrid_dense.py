@@ -148,10 +148,10 @@ class HyperGridDense(keras.layers.Layer):
     >>> tokens = np.random.normal(size=(2, 5, 16)).astype("float32")
     >>> task = mtl.TaskEmbedding(num_tasks=3, output_dim=8)(np.array([0, 2]))
     >>> layer = mtl.HyperGridDense(units=12, block_shape=(4, 3), mode="LG")
-    >>> layer(tokens, task).shape
-    TensorShape([2, 5, 12])
-    >>> layer(tokens, task, np.array([0, 2])).shape  # with task ids: one kernel per task
-    TensorShape([2, 5, 12])
+    >>> tuple(layer(tokens, task).shape)
+    (2, 5, 12)
+    >>> tuple(layer(tokens, task, np.array([0, 2])).shape)  # with task ids: one kernel per task
+    (2, 5, 12)
     """
 
     def __init__(

@@ -33,7 +33,8 @@ class PackedEmbedding(keras.layers.Layer):
 
     Input shape:
         Integer ids of shape `(batch_size, num_features)`, one column per feature in
-        the order of `vocabulary_sizes`. Float ids are truncated to integers.
+        the order of `vocabulary_sizes`. Float ids are rounded down to integers, and NaN
+        counts as out of range.
 
     Output shape:
         `(batch_size, num_features * output_dim)`: feature `f`'s vector fills columns
@@ -44,8 +45,8 @@ class PackedEmbedding(keras.layers.Layer):
     >>> import numpy as np
     >>> import mtl_layers as mtl
     >>> layer = mtl.PackedEmbedding(vocabulary_sizes=[3, 5], output_dim=4)
-    >>> layer(np.array([[0, 4], [2, 1]])).shape
-    TensorShape([2, 8])
+    >>> tuple(layer(np.array([[0, 4], [2, 1]])).shape)
+    (2, 8)
     """
 
     def __init__(
@@ -81,14 +82,17 @@ class PackedEmbedding(keras.layers.Layer):
         # Row offset of each feature in the table: the sizes of the features before it.
         self._offsets = [sum(self.vocabulary_sizes[:index]) for index in range(len(self.vocabulary_sizes))]
 
-    def build(self, input_shape):
-        input_shape = tuple(input_shape)
-        if len(input_shape) != 2 or input_shape[1] != len(self.vocabulary_sizes):
+    def _check_ids_shape(self, input_shape):
+        if len(input_shape) != 2 or input_shape[1] not in (None, len(self.vocabulary_sizes)):
             raise ValueError(
                 f"PackedEmbedding expects ids of shape (batch_size, {len(self.vocabulary_sizes)}), "
                 "one column per entry of `vocabulary_sizes`. Received: input "
                 f"shape={input_shape}."
             )
+
+    def build(self, input_shape):
+        input_shape = tuple(input_shape)
+        self._check_ids_shape(input_shape)
         self.embeddings = self.add_weight(
             name="embeddings",
             shape=(sum(self.vocabulary_sizes), self.output_dim),
@@ -98,6 +102,13 @@ class PackedEmbedding(keras.layers.Layer):
         super().build(input_shape)
 
     def call(self, ids):
+        # Keras checks the shape only when it builds the layer; later calls come here.
+        self._check_ids_shape(tuple(ids.shape))
+        if "float" in str(ops.dtype(ids)):
+            # Rounding down keeps -0.5 out of range (a cast would truncate it to row 0),
+            # and a NaN id, which each backend casts differently, counts as out of range.
+            ids = ops.where(ops.isnan(ids), -1.0, ops.floor(ids))
+
         # Clipping before the cast keeps an int64 id beyond the int32 range out of range.
         # The cast alone would wrap 2**32 + 1 to 1.
         ids = ops.cast(ops.clip(ids, -1, max(self.vocabulary_sizes)), "int32")

@@ -242,8 +242,8 @@ class SequentialExpert(keras.layers.Layer):
     >>> import mtl_layers as mtl
     >>> x = np.random.normal(size=(2, 5, 3)).astype("float32")
     >>> mask = np.array([[1, 1, 1, 0, 0], [0, 1, 1, 1, 1]], bool)
-    >>> mtl.SequentialExpert(num_experts=4, units=8)(x, mask=mask).shape
-    TensorShape([2, 5, 4, 8])
+    >>> tuple(mtl.SequentialExpert(num_experts=4, units=8)(x, mask=mask).shape)
+    (2, 5, 4, 8)
     """
 
     def __init__(

@@ -15,7 +15,11 @@ class TaskEmbedding(keras.layers.Layer):
         num_tasks: Number of tasks, an integer >= 1. Valid ids are `0 .. num_tasks - 1`.
             On the TensorFlow backend any other id raises InvalidArgumentError, except
             under XLA (`jit_compile=True`), which drops run-time assertions. There, and on
-            JAX and PyTorch, such an id gets a vector of NaN.
+            JAX and PyTorch, such an id gets a vector of NaN: in training the loss turns
+            NaN and, after the update, so do the weights, so check the ids in the input
+            pipeline on those backends. JAX without 64-bit mode converts int64 inputs to
+            int32 before the layer sees them, so an id above 2**31 - 1 wraps around there
+            and may land in the range.
         output_dim: Size of a task vector, an integer >= 1.
         embeddings_initializer: Initializer of the table.
         embeddings_regularizer: Regularizer of the table.
@@ -32,8 +36,8 @@ class TaskEmbedding(keras.layers.Layer):
 
     >>> import numpy as np
     >>> import mtl_layers as mtl
-    >>> mtl.TaskEmbedding(num_tasks=3, output_dim=4)(np.array([0, 2, 1])).shape
-    TensorShape([3, 4])
+    >>> tuple(mtl.TaskEmbedding(num_tasks=3, output_dim=4)(np.array([0, 2, 1])).shape)
+    (3, 4)
     """
 
     def __init__(
@@ -50,13 +54,17 @@ class TaskEmbedding(keras.layers.Layer):
         self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
         self.embeddings_regularizer = keras.regularizers.get(embeddings_regularizer)
 
-    def build(self, input_shape):
-        input_shape = tuple(input_shape)
-        if not (len(input_shape) == 1 or (len(input_shape) == 2 and input_shape[1] == 1)):
+    @staticmethod
+    def _check_ids_shape(input_shape):
+        if not (len(input_shape) == 1 or (len(input_shape) == 2 and input_shape[1] in (None, 1))):
             raise ValueError(
                 "TaskEmbedding expects one integer task id per example, of shape "
                 f"(batch_size,) or (batch_size, 1). Received: input shape={input_shape}."
             )
+
+    def build(self, input_shape):
+        input_shape = tuple(input_shape)
+        self._check_ids_shape(input_shape)
         self.embeddings = self.add_weight(
             name="embeddings",
             shape=(self.num_tasks, self.output_dim),
@@ -69,6 +77,8 @@ class TaskEmbedding(keras.layers.Layer):
         # Without the check, TensorFlow's gather returns zeros for an id >= num_tasks on
         # GPU, and ops.take counts a negative id from the end. It runs on the ids as given,
         # so that its message shows them.
+        # Keras checks the shape only when it builds the layer; later calls come here.
+        self._check_ids_shape(tuple(task_ids.shape))
         task_ids = ops.reshape(task_ids, (-1,))
         if "int" not in str(ops.dtype(task_ids)):
             # A float id would be truncated to a row (1.5 -> 1) without a sign.

@@ -79,8 +79,8 @@ class TaskGate(keras.layers.Layer):
     >>> x = np.random.normal(size=(2, 10)).astype("float32")
     >>> experts = mtl.ExpertBank(num_experts=4, units=8)(x)
     >>> mixture, weights = mtl.TaskGate(num_experts=4, return_weights=True)(experts, x)
-    >>> mixture.shape, weights.shape
-    (TensorShape([2, 8]), TensorShape([2, 4]))
+    >>> tuple(mixture.shape), tuple(weights.shape)
+    ((2, 8), (2, 4))
     """
 
     def __init__(

@@ -173,6 +173,9 @@ class HyperGridEncoderBlock(keras.layers.Layer):
         self.feed_forward_in.build(hidden_shape)
         if self.feed_forward == "dense":
             self.feed_forward_out.build(inner_shape)
+        elif self.feed_forward_out.mode == "GG":
+            # The global gate reads no conditioning, and the call passes none.
+            self.feed_forward_out.build(inner_shape)
         elif self.conditioning_source == "prefix":
             self.feed_forward_out.build(inner_shape, (hidden_shape[0], self.d_model))
         elif conditioning_shape is not None:
@@ -333,8 +336,8 @@ def hypergrid_transformer(
     >>> tasks = [mtl.tasks.TaskSpec("cola"), mtl.tasks.TaskSpec("stsb", kind="regression")]
     >>> model = mtl.models.hypergrid_transformer(tasks, vocab_size=100, sequence_length=8)
     >>> outputs = model({"token_ids": np.ones((2, 8), "int32"), "task_id": np.array([0, 1])})
-    >>> sorted(outputs), outputs["cola"].shape
-    (['cola', 'stsb'], TensorShape([2, 1]))
+    >>> sorted(outputs), tuple(outputs["cola"].shape)
+    (['cola', 'stsb'], (2, 1))
     """
     tasks = check_tasks(tasks)
     num_layers = _validation.check_positive_int("num_layers", num_layers)

@@ -113,3 +113,18 @@ def test_packed_embedding_int64_id_beyond_int32_is_zero():
     np.testing.assert_array_equal(vectors[0, 1], 0.0)
     np.testing.assert_array_equal(vectors[1, 0], 0.0)
     assert np.any(vectors[0, 0] != 0.0)
+
+
+def test_packed_embedding_float_ids_round_down():
+    layer = mtl.PackedEmbedding([3, 3], output_dim=2)
+    vectors = ops.convert_to_numpy(layer(np.array([[-0.5, 1.7], [np.nan, 0.2]], "float32")))
+    table = ops.convert_to_numpy(layer.embeddings)
+    np.testing.assert_allclose(vectors[0], np.concatenate([np.zeros(2), table[3 + 1]]))
+    np.testing.assert_allclose(vectors[1], np.concatenate([np.zeros(2), table[3 + 0]]))
+
+
+def test_packed_embedding_call_after_build_checks_columns():
+    layer = mtl.PackedEmbedding([3, 3], output_dim=2)
+    layer(np.zeros((2, 2), "int32"))
+    with pytest.raises(ValueError, match=r"expects ids of shape \(batch_size, 2\)"):
+        layer(np.zeros((2, 3), "int32"))

@@ -83,3 +83,10 @@ def test_task_embedding_rejects_float_ids(dtype):
     layer = mtl.TaskEmbedding(num_tasks=3, output_dim=4)
     with pytest.raises(ValueError, match="must be integer task ids. Received: task_ids dtype=float"):
         layer(np.array([0.0, 1.5], dtype))
+
+
+def test_task_embedding_call_after_build_checks_shape():
+    layer = mtl.TaskEmbedding(num_tasks=3, output_dim=4)
+    layer(np.array([0, 1], "int32"))
+    with pytest.raises(ValueError, match="one integer task id per example"):
+        layer(np.zeros((3, 2), "int32"))

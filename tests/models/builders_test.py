@@ -197,3 +197,14 @@ def test_models_contain_no_lambda_layers():
     for name, builder in BUILDERS.items():
         model = builder(TASKS, FEATURES)
         assert not any(isinstance(layer, keras.layers.Lambda) for layer in model.layers), name
+
+
+@pytest.mark.skipif(
+    IS_KERAS_2 or keras.backend.backend() == "tensorflow",
+    reason="checks the error that other backends raise; the TensorFlow backend exports",
+)
+def test_export_names_backend_and_fix(tmp_path):
+    model = mtl.models.shared_bottom([TaskSpec("a")], keras.Input((4,), name="x"))
+    with pytest.raises(ValueError, match="needs the TensorFlow backend. Received: Keras backend"):
+        mtl.export.export_saved_model(model, tmp_path / "export")
+    assert list(tmp_path.iterdir()) == []

@@ -153,9 +153,12 @@ def test_mixed_batches_train():
     assert history.history["loss"][-1] < 0.7 * history.history["loss"][0]
 
 
-@pytest.mark.parametrize("conditioning_source", ["task_embedding", "prefix"])
-def test_keras_file_reloads(tmp_path, conditioning_source):
-    model = _build(conditioning_source=conditioning_source)
+@pytest.mark.parametrize(
+    "options",
+    [{"conditioning_source": "task_embedding"}, {"conditioning_source": "prefix"}, {"mode": "GG"}],
+)
+def test_keras_file_reloads(tmp_path, options):
+    model = _build(**options)
     batch = _batch()
     expected = model.predict_on_batch(batch)
     path = tmp_path / "model.keras"
@@ -206,3 +209,11 @@ def test_task_prefix_rejects_other_sequence_length():
 
     with pytest.raises(ValueError, match=f"to have value {SEQUENCE_LENGTH}"):
         layer(longer, batch["task_id"])
+
+
+@pytest.mark.parametrize("mode", ["LG", "GG"])
+def test_weights_exist_before_first_call(mode):
+    model = _build(mode=mode)
+    count = len(model.weights)
+    model.predict_on_batch(_batch())
+    assert len(model.weights) == count
