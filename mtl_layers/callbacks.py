@@ -1,11 +1,11 @@
-"""Training callbacks: stop on a NaN loss, report expert utilisation of the gates."""
+"""Training callbacks: stop on a NaN loss or NaN weights, report expert utilisation of the gates."""
 
 import math
 
 import numpy as np
 from absl import logging
 
-from mtl_layers.compat import keras
+from mtl_layers.compat import keras, ops
 from mtl_layers.layers import TaskGate
 
 
@@ -14,10 +14,15 @@ class NonFiniteLossError(FloatingPointError):
 
 
 class StopOnNonFiniteLoss(keras.callbacks.Callback):
-    """Raise `NonFiniteLossError` as soon as a batch loss is NaN or infinite.
+    """Raise `NonFiniteLossError` as soon as a batch loss or a weight is NaN or infinite.
 
     Keras's `TerminateOnNaN` stops quietly and leaves a model with NaN weights. This
     callback raises an error that names the epoch, the batch and the usual fixes.
+
+    It also checks the trainable weights after the first batch and at the end of every
+    epoch. On CPU, TensorFlow's oneDNN kernels fuse a matrix product with its ReLU and
+    pass a NaN input on as 0, so the logged loss stays finite while the gradient carries
+    the NaN into the weights. Predictions then look plausible and are constant.
     """
 
     def __init__(self):
@@ -35,6 +40,23 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
                 f"{batch + 1}. Check the inputs and labels for NaN or infinite values, or "
                 "lower the learning rate."
             )
+        if self._epoch == 0 and batch == 0:
+            self._check_weights("after the first batch")
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._check_weights(f"at the end of epoch {epoch + 1}")
+
+    def _check_weights(self, when):
+        for weight in self.model.trainable_weights:
+            if not np.all(np.isfinite(ops.convert_to_numpy(weight))):
+                raise NonFiniteLossError(
+                    f"The weight {weight.name!r} holds NaN or infinite values {when}, "
+                    "although the logged loss may be finite: on CPU, TensorFlow's fused "
+                    "matrix product and ReLU pass a NaN input on as 0 in the forward pass, "
+                    "while the gradient still carries it into the weights. Check the inputs "
+                    "and labels for NaN or infinite values (for example with "
+                    "numpy.isfinite), or lower the learning rate."
+                )
 
 
 class ExpertUtilization(keras.callbacks.Callback):

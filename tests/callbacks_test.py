@@ -34,3 +34,39 @@ def test_expert_utilization_in_history():
     assert len(share) == 2
     assert 1 / 3 <= share[-1] <= 1.0
     assert 0.0 <= entropy[-1] <= np.log(3) + 1e-6
+
+
+class _SpoilFirstWeight(keras.callbacks.Callback):
+    """Write NaN into the first trainable weight after the first batch."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch == 0:
+            weight = self.model.trainable_weights[0]
+            weight.assign(np.full(tuple(weight.shape), np.nan, "float32"))
+
+
+def test_stop_on_non_finite_weights_names_the_weight():
+    model = _model()
+    features = np.random.default_rng(0).normal(size=(32, 4)).astype("float32")
+    with pytest.raises(mtl.callbacks.NonFiniteLossError, match="holds NaN or infinite values after the first batch"):
+        model.fit(features, {"a": np.zeros(32, "float32")}, epochs=1, batch_size=8, verbose=0,
+                  callbacks=[_SpoilFirstWeight(), mtl.callbacks.StopOnNonFiniteLoss()])
+
+
+def test_stop_on_nan_input_feature():
+    # With TensorFlow's oneDNN kernels the loss of this step stays finite and only the
+    # weights turn NaN; without them the loss is NaN. Either way training must stop.
+    model = _model()
+    features = np.random.default_rng(0).normal(size=(32, 4)).astype("float32")
+    features[1, 0] = np.nan
+    with pytest.raises(mtl.callbacks.NonFiniteLossError, match="epoch 1, batch 1|after the first batch"):
+        model.fit(features, {"a": np.zeros(32, "float32")}, epochs=1, batch_size=32, verbose=0,
+                  callbacks=[mtl.callbacks.StopOnNonFiniteLoss()])
+
+
+def test_stop_on_non_finite_loss_passes_clean_training():
+    model = _model()
+    features = np.random.default_rng(0).normal(size=(32, 4)).astype("float32")
+    history = model.fit(features, {"a": np.zeros(32, "float32")}, epochs=2, batch_size=8, verbose=0,
+                        callbacks=[mtl.callbacks.StopOnNonFiniteLoss()])
+    assert len(history.history["loss"]) == 2
