@@ -11,7 +11,6 @@ package never contains it.
 import dataclasses
 import pathlib
 import tempfile
-import urllib.request
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
