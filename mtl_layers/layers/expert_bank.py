@@ -1,6 +1,6 @@
 """ExpertBank: all experts of a mixture-of-experts layer computed together."""
 
-from typing import Optional, Sequence, Union
+from typing import Sequence, Union
 
 from mtl_layers.compat import keras, ops, register_serializable
 from mtl_layers.layers import _initializers, _validation

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import mtl_layers as mtl
-from mtl_layers.compat import backend_name, keras, ops
+from mtl_layers.compat import keras, ops
 
 # Keras 3 raises from the InputSpec; tf_keras skips it for symbolic inputs, and the layer
 # raises its own message.
