@@ -226,21 +226,34 @@ def _warmup_features(warmup_examples, specs, count):
     return warmup.select_examples(warmup_examples, specs, count)
 
 
+class _DropTensorFlowInfo(python_logging.Filter):
+    """Drop records below WARNING that TensorFlow's own modules log."""
+
+    def filter(self, record: python_logging.LogRecord) -> bool:
+        from_tensorflow = f"{os.sep}tensorflow{os.sep}" in record.pathname
+        return record.levelno >= python_logging.WARNING or not from_tensorflow
+
+
 @contextlib.contextmanager
 def _tensorflow_warnings_only() -> Iterator[None]:
     """Hide TensorFlow's INFO records while the SavedModel is written.
 
     `tf.saved_model.save` logs internal details at INFO: captured resource names it
     renames, sharding times and the temporary folder's assets. A script that logs at INFO
-    (absl's default) would print them all; warnings and errors still pass.
+    (absl's default) would print them all; warnings and errors still pass. TensorFlow
+    logs them through its own "tensorflow" logger and, in some modules, through absl's.
     """
     logger = python_logging.getLogger("tensorflow")
     level = logger.level
     if logger.getEffectiveLevel() < python_logging.WARNING:
         logger.setLevel(python_logging.WARNING)
+    absl_logger = python_logging.getLogger("absl")
+    drop_tensorflow_info = _DropTensorFlowInfo()
+    absl_logger.addFilter(drop_tensorflow_info)
     try:
         yield
     finally:
+        absl_logger.removeFilter(drop_tensorflow_info)
         logger.setLevel(level)
 
 
