@@ -112,7 +112,8 @@ def check_download_sha256(path: pathlib.Path, expected: str, url: str, target: p
         actual = f"unreadable ({error.__cause__})"
     if actual != expected:
         raise ChecksumError(
-            f"The file downloaded from {url} differs from the official file: its SHA-256 "
+            f"{target.name} as obtained from {url} (the file itself, or extracted from the "
+            f"archive) differs from the official file: its SHA-256 "
             f"is {actual}, expected {expected}. It was not saved at {target}. The server "
             "may have sent an error page, a truncated file or a changed file, so retry "
             f"later, or download the official file by hand and put it at {target}."

@@ -20,6 +20,8 @@ EXAMPLE_SIGNATURE = "serving_tf_example"
 _VERSION_PATTERN = re.compile(r"^\d+$")
 # TF Serving parses version folder names as int64.
 _MAX_VERSION = 2**63 - 1
+# Entries of a SavedModel version folder besides saved_model.pb.
+_SAVED_MODEL_ENTRIES = ("variables", "assets", "assets.extra", "fingerprint.pb", "saved_model.pbtxt")
 
 
 def _serving_model(model):
@@ -136,6 +138,24 @@ def next_version(export_dir: Union[str, os.PathLike]) -> int:
     return max(versions, default=0) + 1
 
 
+def _looks_like_version(folder: pathlib.Path) -> bool:
+    """Return whether `folder` (with a numeric name) is, or sits among, SavedModel versions.
+
+    A damaged version may lack `saved_model.pb` but still hold its variables or assets.
+    A complete version beside it also marks the parent as a model's folder of versions.
+    """
+    if any((folder / name).exists() for name in _SAVED_MODEL_ENTRIES):
+        return True
+    parent = folder.parent
+    if not parent.is_dir():
+        return False
+    return any(
+        _VERSION_PATTERN.match(sibling.name) and (sibling / "saved_model.pb").exists()
+        for sibling in parent.iterdir()
+        if sibling != folder
+    )
+
+
 def check_export_dir(export_dir) -> pathlib.Path:
     """Return `export_dir` as a Path with `~` expanded, or raise ValueError if it is unusable.
 
@@ -162,13 +182,14 @@ def check_export_dir(export_dir) -> pathlib.Path:
             f"Pass its parent, {str(export_dir.parent)!r}, so the new version sits beside it "
             "where TF Serving finds it."
         )
-    if _VERSION_PATTERN.match(export_dir.name):
+    if _VERSION_PATTERN.match(export_dir.name) and _looks_like_version(export_dir):
         raise ValueError(
-            f"`export_dir` must be the folder that contains the numbered versions, but its "
-            f"name, {export_dir.name!r}, is a version number: TF Serving would read "
-            f"{str(export_dir)!r} as a version of {str(export_dir.parent)!r}, and a version "
-            f"inside it would never load. Pass {str(export_dir.parent)!r}, or a folder whose "
-            "name is not a number."
+            f"`export_dir` must be the folder that contains the numbered versions, but "
+            f"{str(export_dir)!r} looks like a version itself: its name is a number, and it "
+            "or a numbered folder beside it holds SavedModel files. TF Serving would read it "
+            f"as a version of {str(export_dir.parent)!r}, and a version inside it would "
+            f"never load. Pass {str(export_dir.parent)!r}, or a folder whose name is not a "
+            "number."
         )
     blocking = next(
         (

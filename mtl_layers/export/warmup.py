@@ -9,6 +9,7 @@ one-time graph and kernel initialisation. TF Serving's SavedModel warm-up guide
 
 import os
 import pathlib
+import re
 from typing import Dict, List, Mapping, Sequence
 
 import numpy as np
@@ -242,7 +243,7 @@ def read_warmup_file(saved_model_dir) -> list:
         records = [record.numpy() for record in tf.data.TFRecordDataset(str(path))]
     except tf.errors.DataLossError as error:
         raise ValueError(
-            f"The warm-up file {path} is corrupt or truncated ({error.message.splitlines()[0]}). "
+            f"The warm-up file {path} is corrupt or truncated ({_reason(error.message)}). "
             "Export the model again to write a new version with a complete file."
         ) from error
     return [prediction_log_pb2.PredictionLog.FromString(record) for record in records]
@@ -254,3 +255,11 @@ def request_inputs(log) -> Dict[str, tf.Tensor]:
         name: tf.constant(tf.make_ndarray(proto))
         for name, proto in log.predict_log.request.inputs.items()
     }
+
+
+def _reason(message: str) -> str:
+    """Return the cause in a TensorFlow error message, without its function and node names."""
+    first_line = message.splitlines()[0] if message else ""
+    # "{{function_node __wrapped__IteratorGetNext...}} truncated record at 0' failed with
+    # Read less bytes than requested" -> "truncated record at 0' failed with ...".
+    return re.sub(r"\{\{[^}]*\}\}\s*", "", first_line).strip()

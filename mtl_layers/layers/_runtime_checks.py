@@ -47,11 +47,15 @@ def check_task_id_range(layer_name: str, task_ids, num_tasks: int):
 
     message = (
         f"{layer_name} received a task id outside [0, {num_tasks}). Map every task to an "
-        f"id from 0 to {num_tasks - 1}, or raise num_tasks."
+        f"id from 0 to {num_tasks - 1}, or raise num_tasks"
     )
+    # assert_non_negative ends the message with ". " before its condition; assert_less
+    # only adds a space.
     checks = [
         tf.debugging.assert_non_negative(task_ids, message=message),
-        tf.debugging.assert_less(task_ids, ops.cast(num_tasks, task_ids.dtype), message=message),
+        tf.debugging.assert_less(
+            task_ids, ops.cast(num_tasks, task_ids.dtype), message=message + "."
+        ),
     ]
     with tf.control_dependencies(checks):
         return tf.identity(task_ids)

@@ -198,7 +198,8 @@ def _check_variables_in_strategy_scope(model) -> None:
         raise ValueError(
             "`compile_for_tasks` runs inside the scope of a distribution strategy "
             f"({type(strategy).__name__}), but the model's weights were created outside "
-            f"it. Received: weight {weight.name!r} created outside the scope. Build the "
+            f"it. Received: weight {getattr(weight, 'path', weight.name)!r} created outside "
+            "the scope. Build the "
             "model inside `with strategy.scope():` and compile it there too."
         )
 

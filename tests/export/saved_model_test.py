@@ -537,13 +537,25 @@ def test_export_hides_tensorflow_info_records(three_task_model, tmp_path, caplog
     assert level_after == logging.INFO
 
 
-def test_numbered_export_dir_rejected(tmp_path):
+def test_damaged_version_as_export_dir_rejected(tmp_path):
+    # A version without saved_model.pb, as an interrupted copy leaves it.
     damaged_version = tmp_path / "census" / "1"
-    damaged_version.mkdir(parents=True)
-    (damaged_version / "notes.txt").write_text("user notes")
-    with pytest.raises(ValueError, match="its name, '1', is a version number"):
+    (damaged_version / "variables").mkdir(parents=True)
+    with pytest.raises(ValueError, match="looks like a version itself"):
         mtl.export.export_saved_model(_small_model(), damaged_version)
-    assert [path.name for path in damaged_version.iterdir()] == ["notes.txt"]
+    assert [path.name for path in damaged_version.iterdir()] == ["variables"]
+
+
+def test_numbered_folder_beside_versions_rejected(tmp_path, exported):
+    sibling = exported.parent / "99"
+    with pytest.raises(ValueError, match="looks like a version itself"):
+        mtl.export.export_saved_model(_small_model(), sibling)
+    assert not sibling.exists()
+
+
+def test_numbered_new_folder_accepted(tmp_path):
+    path = mtl.export.export_saved_model(_small_model(), tmp_path / "20240101")
+    assert path == tmp_path / "20240101" / "1"
 
 
 def test_next_version_beyond_int64_rejected(tmp_path):

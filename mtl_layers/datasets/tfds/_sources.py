@@ -84,7 +84,7 @@ def download_missing(
     note = None
     if manual_folder(dl_manager) is not None:
         searched = ", ".join(str(folder) for folder in folders)
-        note = f"Not found in the manual folder (searched {searched}): {missing}."
+        note = f"Missing from the manual folder: {missing} (searched {searched})."
         logging.warning("%s Downloading %s instead.", note, url)
     try:
         return pathlib.Path(fetch(url))
