@@ -267,8 +267,8 @@ def check_all(*checks) -> None:
 def with_short_usage_errors(main: Callable[[Sequence[str]], object]) -> Callable[[Sequence[str]], object]:
     """Return `main`, changed to report an `app.UsageError` in a few lines and exit.
 
-    `app.run` answers such an error with the script's whole docstring, dozens of lines
-    above the one that says what is wrong. This prints the message, a pointer to
+    `app.run` responds to such an error with the script's whole docstring, dozens of lines
+    above the line that states the error. This prints the message, a pointer to
     `--helpshort`, and exits with the error's exit code (1).
     """
 

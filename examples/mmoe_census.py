@@ -364,10 +364,10 @@ def main(argv):
     else:
         # Each data set is read once before any training, so that a missing or damaged
         # file stops the run at once, not after the models of the data sets before it.
-        loaded = {}
+        first_group = {}
         for dataset, task_group in settings:
-            if dataset not in {loaded_dataset for loaded_dataset, _ in loaded}:
-                loaded[(dataset, task_group)] = load(dataset, task_group)
+            first_group.setdefault(dataset, task_group)
+        loaded = {(dataset, group): load(dataset, group) for dataset, group in first_group.items()}
         for dataset, task_group in settings:
             data, _ = run_setting(
                 dataset, task_group, FLAGS.models, FLAGS.num_seeds, progress,

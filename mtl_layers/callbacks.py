@@ -50,7 +50,7 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
         for weight in self.model.trainable_weights:
             if not np.all(np.isfinite(ops.convert_to_numpy(weight))):
                 raise NonFiniteLossError(
-                    f"The weight {weight.name!r} holds NaN or infinite values {when}, "
+                    f"The weight {weight.name!r} contains NaN or infinite values {when}, "
                     "although the logged loss may be finite: on CPU, TensorFlow's fused "
                     "matrix product and ReLU pass a NaN input on as 0 in the forward pass, "
                     "while the gradient still carries it into the weights. Check the inputs "

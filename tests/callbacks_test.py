@@ -48,7 +48,7 @@ class _SpoilFirstWeight(keras.callbacks.Callback):
 def test_stop_on_non_finite_weights_names_the_weight():
     model = _model()
     features = np.random.default_rng(0).normal(size=(32, 4)).astype("float32")
-    with pytest.raises(mtl.callbacks.NonFiniteLossError, match="holds NaN or infinite values after the first batch"):
+    with pytest.raises(mtl.callbacks.NonFiniteLossError, match="contains NaN or infinite values after the first batch"):
         model.fit(features, {"a": np.zeros(32, "float32")}, epochs=1, batch_size=8, verbose=0,
                   callbacks=[_SpoilFirstWeight(), mtl.callbacks.StopOnNonFiniteLoss()])
 

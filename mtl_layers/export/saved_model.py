@@ -186,7 +186,7 @@ def check_export_dir(export_dir) -> pathlib.Path:
         raise ValueError(
             f"`export_dir` must be the folder that contains the numbered versions, but "
             f"{str(export_dir)!r} looks like a version itself: its name is a number, and it "
-            "or a numbered folder beside it holds SavedModel files. TF Serving would read it "
+            "or a numbered folder beside it contains SavedModel files. TF Serving would read it "
             f"as a version of {str(export_dir.parent)!r}, and a version inside it would "
             f"never load. Pass {str(export_dir.parent)!r}, or a folder whose name is not a "
             "number."
@@ -264,18 +264,15 @@ def _tensorflow_warnings_only() -> Iterator[None]:
     (absl's default) would print them all; warnings and errors still pass. TensorFlow
     logs them through its own "tensorflow" logger and, in some modules, through absl's.
     """
-    logger = python_logging.getLogger("tensorflow")
-    level = logger.level
-    if logger.getEffectiveLevel() < python_logging.WARNING:
-        logger.setLevel(python_logging.WARNING)
-    absl_logger = python_logging.getLogger("absl")
+    loggers = [python_logging.getLogger(name) for name in ("tensorflow", "absl")]
     drop_tensorflow_info = _DropTensorFlowInfo()
-    absl_logger.addFilter(drop_tensorflow_info)
+    for logger in loggers:
+        logger.addFilter(drop_tensorflow_info)
     try:
         yield
     finally:
-        absl_logger.removeFilter(drop_tensorflow_info)
-        logger.setLevel(level)
+        for logger in loggers:
+            logger.removeFilter(drop_tensorflow_info)
 
 
 def export_saved_model(
@@ -354,7 +351,7 @@ def export_saved_model(
         version = next_version(export_dir)
         if version > _MAX_VERSION:
             raise ValueError(
-                f"`export_dir` {str(export_dir)!r} holds an entry numbered {version - 1}, so "
+                f"`export_dir` {str(export_dir)!r} contains an entry numbered {version - 1}, so "
                 f"the next version would be {version}, above {_MAX_VERSION}, the largest "
                 "version TF Serving reads (an int64). Rename that entry, or pass `version`."
             )

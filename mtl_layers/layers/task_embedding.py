@@ -18,7 +18,7 @@ class TaskEmbedding(keras.layers.Layer):
             JAX and PyTorch, such an id gets a vector of NaN: in training the loss turns
             NaN and, after the update, so do the weights, so check the ids in the input
             pipeline on those backends. JAX without 64-bit mode converts int64 inputs to
-            int32 before the layer sees them, so an id above 2**31 - 1 wraps around there
+            int32 before the layer receives them, so an id above 2**31 - 1 wraps around there
             and may land in the range.
         output_dim: Size of a task vector, an integer >= 1.
         embeddings_initializer: Initializer of the table.

@@ -158,8 +158,7 @@ def compile_for_tasks(
             f"The model has no output named {missing}. Received: model outputs {output_names}. "
             "Name each task's output layer after the task."
         )
-    _check_variables_in_strategy_scope(model)
-    _warn_of_keras_3_strategy_limits(model)
+    _check_strategy_scope(model)
     model.compile(
         optimizer=optimizer,
         loss={task.name: task.loss() for task in tasks},
@@ -178,30 +177,38 @@ def compile_for_tasks(
     return model
 
 
-def _check_variables_in_strategy_scope(model) -> None:
-    """Raise when `model` is compiled under a strategy scope that did not create its weights.
+def _check_strategy_scope(model) -> None:
+    """Check `model` against the distribution strategy in scope, if there is one.
 
-    Keras 3 then fails later, inside `fit`, with an AssertionError without a message.
+    Raises when the scope did not create the model's weights: Keras 3 then fails later,
+    inside `fit`, with an AssertionError without a message. Warns in Keras 3 mode when
+    `fit` will fail for the model under the strategy (`keras_3_strategy_problem`).
     """
     if backend_name() != "tensorflow":
         return
     import tensorflow as tf
 
-    if not tf.distribute.has_strategy() or not model.weights:
+    if not tf.distribute.has_strategy():
         return
     strategy = tf.distribute.get_strategy()
-    weight = model.weights[0]
-    # A Keras 3 variable wraps the TensorFlow variable in `.value`; tf_keras weights are
-    # TensorFlow variables.
-    variable = weight if isinstance(weight, tf.Variable) else getattr(weight, "value", weight)
-    if not strategy.extended.variable_created_in_scope(variable):
-        raise ValueError(
-            "`compile_for_tasks` runs inside the scope of a distribution strategy "
-            f"({type(strategy).__name__}), but the model's weights were created outside "
-            f"it. Received: weight {getattr(weight, 'path', weight.name)!r} created outside "
-            "the scope. Build the "
-            "model inside `with strategy.scope():` and compile it there too."
-        )
+    if model.weights:
+        weight = model.weights[0]
+        # A Keras 3 variable wraps the TensorFlow variable in `.value`; tf_keras weights
+        # are TensorFlow variables.
+        variable = weight if isinstance(weight, tf.Variable) else getattr(weight, "value", weight)
+        if not strategy.extended.variable_created_in_scope(variable):
+            raise ValueError(
+                "`compile_for_tasks` runs inside the scope of a distribution strategy "
+                f"({type(strategy).__name__}), but the model's weights were created outside "
+                f"it. Received: weight {getattr(weight, 'path', weight.name)!r} created outside "
+                "the scope. Build the model inside `with strategy.scope():` and compile it "
+                "there too."
+            )
+    if not IS_KERAS_2:
+        # A warning, not an error: the failure is Keras's, and a Keras release may fix it.
+        problem = keras_3_strategy_problem(strategy, model)
+        if problem is not None:
+            logging.warning(problem)
 
 
 def keras_3_strategy_problem(strategy, model) -> Optional[str]:
@@ -233,16 +240,3 @@ def keras_3_strategy_problem(strategy, model) -> Optional[str]:
         f"(\"Value for attr 'T' of ...\"). Received: inputs {names}. Encode them as numbers "
         f"in the input pipeline, or run in {keras_2_mode}."
     )
-
-
-def _warn_of_keras_3_strategy_limits(model) -> None:
-    if IS_KERAS_2 or backend_name() != "tensorflow":
-        return
-    import tensorflow as tf
-
-    if not tf.distribute.has_strategy():
-        return
-    # A warning, not an error: the failure is Keras's, and a Keras release may fix it.
-    problem = keras_3_strategy_problem(tf.distribute.get_strategy(), model)
-    if problem is not None:
-        logging.warning(problem)

@@ -240,7 +240,7 @@ def test_adult_download_error_names_url(tmp_path, monkeypatch):
 
 
 def test_kdd_data_dir_variable_must_exist(tmp_path, monkeypatch):
-    # The cache holds a file, but a mistyped variable must not fall back to it.
+    # The cache contains a file, but a mistyped variable must not fall back to it.
     monkeypatch.setenv(files.DATA_DIR_VARIABLE, str(tmp_path / "mistyped"))
     monkeypatch.setenv(files.CACHE_DIR_VARIABLE, str(tmp_path / "cache"))
     (tmp_path / "cache" / "census-income-kdd").mkdir(parents=True)

@@ -417,7 +417,7 @@ def test_data_dir_parent_folder(glue_dir, tmp_path):
 
 
 def test_data_dir_variable_must_exist(glue_dir, tmp_path, monkeypatch):
-    # The cache holds CoLA, but a mistyped variable must not fall back to it.
+    # The cache contains CoLA, but a mistyped variable must not fall back to it.
     monkeypatch.setenv(files.DATA_DIR_VARIABLE, str(tmp_path / "mistyped"))
     monkeypatch.setenv(files.CACHE_DIR_VARIABLE, str(tmp_path / "cache"))
     _glue_copy(glue_dir, tmp_path / "cache" / "glue")

@@ -111,7 +111,7 @@ def test_data_dir_accepts_kdd_folder(data_file, tmp_path):
 
 
 def test_damaged_kdd_fails_before_training(run_script, tmp_path):
-    # A whole copy of Adult, and a KDD folder that holds a truncated training file.
+    # A whole copy of Adult, and a KDD folder that contains a truncated training file.
     packaged = REPO_ROOT / "mtl_layers" / "datasets" / "data" / "adult"
     with gzip.open(packaged / "adult.data.gz", "rb") as stream:
         (tmp_path / "adult.data").write_bytes(stream.read())

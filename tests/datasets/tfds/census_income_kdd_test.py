@@ -68,7 +68,7 @@ def test_fake_inputs_drop_weight_and_labels(tmp_path):
 
 
 def _manual_dir_with_test_file_only(tmp_path):
-    """Return a manual folder that holds the fake test file but no training file."""
+    """Return a manual folder that contains the fake test file but no training file."""
     manual_dir = tmp_path / "manual"
     manual_dir.mkdir()
     (manual_dir / "census-income.test").write_bytes(
