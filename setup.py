@@ -58,7 +58,11 @@ setuptools.setup(
     license="Apache-2.0",
     python_requires=">=3.11,<3.12",
     packages=setuptools.find_packages(include=["mtl_layers", "mtl_layers.*"]),
-    package_data={"mtl_layers.datasets": ["data/adult/*", "tfds/checksums.tsv"]},
+    package_data={
+        "mtl_layers.datasets": ["data/adult/*", "tfds/checksums.tsv"],
+        # C++ source of SequentialExpert's training kernel, compiled on first use.
+        "mtl_layers.layers": ["kernels/*.cc"],
+    },
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
     classifiers=[

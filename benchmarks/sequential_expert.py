@@ -3,15 +3,19 @@
 Four ways to run K LSTM experts of U units over the same sequence, timed side by side
 in one process for each size:
 
-* `sequential_expert`: `mtl_layers.SequentialExpert(K, U)` as users get it; on the
-  TensorFlow backend it runs TensorFlow's fused LSTM kernel, one op per expert.
+* `sequential_expert`: `mtl_layers.SequentialExpert(K, U)` as users get it. On the
+  TensorFlow backend a training call runs the package's compiled multi-expert kernel,
+  one op for all experts, forward and backward.
+* `sequential_expert_block_lstm`: the same layer with the compiled kernel turned off, so
+  that it runs TensorFlow's fused `BlockLSTM`, one op per expert (the path of inference
+  calls, and of training where the kernel cannot be compiled).
 * `sequential_expert_loop`: the same layer with `use_fused_kernel=False`, its keras.ops
   loop that advances all experts together (the path of JAX, PyTorch and XLA).
 * `separate_lstms`: K `keras.layers.LSTM(U)` layers, the straightforward implementation.
 * `one_wide_lstm`: one `keras.layers.LSTM(K * U)`, a lower bound on the loop overhead
   (one loop), although its recurrent product couples all experts and costs K times more.
 
-A training step is the forward pass with a mask, the gradient of a squared-error loss and
+A training step is the forward pass with a mask (`training=True`), the gradient of a squared-error loss and
 an SGD update, compiled with `tf.function`. The script reports the fastest step's process
 CPU time and wall time per variant and their ratios, and the arithmetic rate of the fused
 layer and of the separate layers: about 6·B·T·K·(F + U)·4U floating-point operations per
@@ -22,6 +26,7 @@ step (a multiply-add is 2, and the backward pass costs about twice the forward).
     python benchmarks/sequential_expert.py --quick   # a smoke run
 """
 
+import contextlib
 import os
 import pathlib
 import sys
@@ -35,6 +40,7 @@ from absl import app, flags, logging  # noqa: E402
 
 import mtl_layers as mtl  # noqa: E402
 from mtl_layers.compat import IS_KERAS_2, keras  # noqa: E402
+from mtl_layers.layers import _compiled_lstm  # noqa: E402
 
 # `benchmarks.report` writes the docs section; it lives at the repository root.
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
@@ -64,8 +70,17 @@ SIZES = (
 QUICK_SIZES = ((16, 8, 4, 2, 4),)
 
 
+VARIANTS = (
+    "sequential_expert",
+    "sequential_expert_block_lstm",
+    "sequential_expert_loop",
+    "separate_lstms",
+    "one_wide_lstm",
+)
+
+
 def _variant_layers(name, num_experts, units):
-    if name == "sequential_expert":
+    if name in ("sequential_expert", "sequential_expert_block_lstm"):
         return [mtl.SequentialExpert(num_experts, units)]
     if name == "sequential_expert_loop":
         return [mtl.SequentialExpert(num_experts, units, use_fused_kernel=False)]
@@ -74,13 +89,15 @@ def _variant_layers(name, num_experts, units):
     return [keras.layers.LSTM(num_experts * units, return_sequences=True)]
 
 
-def _train_step_function(layers):
+def _train_step_function(layers, compiled_kernel=True):
     optimizer = tf.keras.optimizers.SGD(0.01) if IS_KERAS_2 else keras.optimizers.SGD(0.01)
 
     @tf.function
     def step(sequence, mask):
-        with tf.GradientTape() as tape:
-            outputs = [layer(sequence, mask=mask) for layer in layers]
+        # The step is traced once, so the context decides the kernel for every call.
+        kernel_choice = contextlib.nullcontext() if compiled_kernel else _compiled_lstm.disabled()
+        with tf.GradientTape() as tape, kernel_choice:
+            outputs = [layer(sequence, mask=mask, training=True) for layer in layers]
             loss = tf.add_n([tf.reduce_mean(tf.square(output)) for output in outputs])
         variables = [weight for layer in layers for weight in layer.trainable_weights]
         gradients = tape.gradient(loss, variables)
@@ -112,11 +129,13 @@ def measure(size, steps, rounds):
     sequence = tf.constant(rng.normal(size=(batch, length, features)).astype("float32"))
     lengths = rng.integers(length // 2, length + 1, size=batch)
     mask = tf.constant(np.arange(length)[None, :] < lengths[:, None])
-    variants = ("sequential_expert", "sequential_expert_loop", "separate_lstms", "one_wide_lstm")
+    variants = VARIANTS
     functions = {}
     for name in variants:
         layers = _variant_layers(name, num_experts, units)
-        functions[name] = _train_step_function(layers)
+        functions[name] = _train_step_function(
+            layers, compiled_kernel=name != "sequential_expert_block_lstm"
+        )
         functions[name](sequence, mask)  # Trace, build and warm up.
     results = {name: [] for name in variants}
     for round_index in range(rounds):
@@ -142,23 +161,22 @@ def _markdown(rows, command, steps, rounds):
         "",
         "Target: separate LSTMs / SequentialExpert >= 2, SequentialExpert / one wide LSTM <= 1.3.",
         "",
-        "| batch | time | features | K | units | SequentialExpert CPU ms | keras.ops loop CPU ms | "
-        "K separate LSTMs CPU ms | one LSTM of K·units CPU ms | separate / SequentialExpert | "
-        "SequentialExpert / wide | loop / fused | GFLOP/s fused, separate |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| batch | time | features | K | units | SequentialExpert CPU ms | BlockLSTM path CPU ms | "
+        "keras.ops loop CPU ms | K separate LSTMs CPU ms | one LSTM of K·units CPU ms | "
+        "separate / SequentialExpert | SequentialExpert / wide | BlockLSTM path / SequentialExpert | "
+        "loop / SequentialExpert | GFLOP/s SequentialExpert, separate |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for size, result in rows:
-        ours, loop, separate, wide = (
-            result[name]
-            for name in ("sequential_expert", "sequential_expert_loop", "separate_lstms", "one_wide_lstm")
-        )
+        ours, block, loop, separate, wide = (result[name] for name in VARIANTS)
         flops = _training_flops(size)
         lines.append(
             "| " + " | ".join(str(value) for value in size)
-            + f" | {ours['cpu'] * 1e3:.1f} | {loop['cpu'] * 1e3:.1f} | {separate['cpu'] * 1e3:.1f} | "
-            f"{wide['cpu'] * 1e3:.1f} | "
+            + f" | {ours['cpu'] * 1e3:.1f} | {block['cpu'] * 1e3:.1f} | {loop['cpu'] * 1e3:.1f} | "
+            f"{separate['cpu'] * 1e3:.1f} | {wide['cpu'] * 1e3:.1f} | "
             f"{separate['cpu'] / ours['cpu']:.2f} ({separate['wall'] / ours['wall']:.2f}) | "
             f"{ours['cpu'] / wide['cpu']:.2f} ({ours['wall'] / wide['wall']:.2f}) | "
+            f"{block['cpu'] / ours['cpu']:.2f} ({block['wall'] / ours['wall']:.2f}) | "
             f"{loop['cpu'] / ours['cpu']:.2f} ({loop['wall'] / ours['wall']:.2f}) | "
             f"{flops / ours['cpu'] / 1e9:.0f}, {flops / separate['cpu'] / 1e9:.0f} |"
         )  # fmt: skip
@@ -202,7 +220,7 @@ def main(argv):
         flag.serialize() for flag in FLAGS.get_flags_for_module(sys.modules[__name__]) if flag.present
     ]
     command = " ".join(["python benchmarks/sequential_expert.py"] + flags_given)
-    markdown = _markdown(rows, command, steps, rounds)
+    markdown = _markdown(rows, command, steps, rounds) + "\n\n" + _compiled_lstm.status() + "."
     print(markdown)
     if FLAGS.write_docs and not FLAGS.quick:
         from benchmarks.report import BENCHMARKS_PAGE, write_section

@@ -30,9 +30,11 @@ def _package_label(folder: pathlib.Path) -> str:
 
 def _library_build(folder: pathlib.Path, subpackages) -> str:
     sources = sorted(path.name for path in folder.glob("*.py"))
+    # Package data: shipped data files and the C++ sources of compiled kernels.
     data = sorted(
         path.relative_to(folder).as_posix()
-        for path in folder.glob("data/**/*")
+        for pattern in ("data/**/*", "kernels/*.cc")
+        for path in folder.glob(pattern)
         if path.is_file()
     )
     dependencies = [f"{_package_label(sub)}:{sub.name}" for sub in subpackages]

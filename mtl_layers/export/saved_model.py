@@ -14,6 +14,7 @@ from absl import logging
 
 from mtl_layers.compat import IS_KERAS_2, backend_name
 from mtl_layers.export import warmup
+from mtl_layers.layers import _compiled_lstm
 
 SERVING_SIGNATURE = "serving_default"
 EXAMPLE_SIGNATURE = "serving_tf_example"
@@ -399,10 +400,12 @@ def export_saved_model(
 
     module.serve = serve
     module.serve_examples = serve_examples
-    signatures = {
-        SERVING_SIGNATURE: serve.get_concrete_function(),
-        EXAMPLE_SIGNATURE: serve_examples.get_concrete_function(),
-    }
+    # The serving graphs must hold only TensorFlow's own ops, which TF Serving has.
+    with _compiled_lstm.disabled():
+        signatures = {
+            SERVING_SIGNATURE: serve.get_concrete_function(),
+            EXAMPLE_SIGNATURE: serve_examples.get_concrete_function(),
+        }
 
     warmup_logs = []
     if warmup_features is not None:

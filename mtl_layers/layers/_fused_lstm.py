@@ -21,6 +21,7 @@ length before they run in chunks, so that each chunk stops after its own longest
 from typing import Optional
 
 from mtl_layers.compat import backend_name, in_xla_context, keras
+from mtl_layers.layers import _compiled_lstm
 
 # Rows of the batch per fused op. On a 2-core CPU (TensorFlow 2.21) one op over 256 or 512
 # rows spent 1.3-1.4x the CPU time of chunks of 128 rows, likely because the kernel splits
@@ -62,8 +63,8 @@ def call_reason(layer, recurrent_mask, inputs) -> Optional[str]:
     return None
 
 
-def run_experts(inputs, mask, kernel, recurrent_kernel, bias, return_sequences):
-    """Run every expert's LSTM with `BlockLSTM` and return the layer's outputs.
+def run_experts(inputs, mask, kernel, recurrent_kernel, bias, return_sequences, compiled=False):
+    """Run every expert's LSTM with a fused kernel and return the layer's outputs.
 
     Args:
         inputs: `(batch, time, features)` float32, with padded steps already zeroed.
@@ -72,6 +73,9 @@ def run_experts(inputs, mask, kernel, recurrent_kernel, bias, return_sequences):
         recurrent_kernel: `(num_experts, units, 4 * units)` recurrent kernels.
         bias: `(num_experts, 4 * units)` biases, or None.
         return_sequences: as in `SequentialExpert`.
+        compiled: run the compiled multi-expert kernel (`_compiled_lstm`) instead of one
+            `BlockLSTM` per expert. It reads the valid steps and writes the outputs in
+            place, so the gathers of the `BlockLSTM` path are not needed.
 
     Returns:
         `(batch, time, num_experts, units)`, or `(batch, num_experts, units)` when
@@ -79,23 +83,16 @@ def run_experts(inputs, mask, kernel, recurrent_kernel, bias, return_sequences):
     """
     import tensorflow as tf
 
-    num_experts, units, gate_units = recurrent_kernel.shape
     batch_size = tf.shape(inputs)[0]
     time_steps = tf.shape(inputs)[1]
+
+    if compiled:
+        return _run_compiled(inputs, mask, kernel, recurrent_kernel, bias, return_sequences)
 
     # Move each row's valid steps to the front: sort the positions with padded steps keyed
     # after every valid one. The stable sort keeps the valid steps in time order.
     if mask is not None:
-        positions = tf.range(time_steps)[tf.newaxis, :]
-        order = tf.argsort(
-            tf.where(mask, positions, positions + time_steps), axis=1, stable=True
-        )
-        # valid_counts[b, t] = number of valid steps of row b up to and including step t.
-        valid_counts = tf.cumsum(tf.cast(mask, tf.int32), axis=1)
-        lengths = valid_counts[:, -1]
-        # Sort the rows by length, longest first, so that each chunk of rows below stops
-        # after its own longest row's valid steps. Later steps are never read.
-        by_length = tf.argsort(lengths, direction="DESCENDING", stable=True)
+        order, valid_counts, lengths, by_length = _valid_step_order(mask)
         row_steps = tf.gather(lengths, by_length)
         # One gather_nd builds the kernel's time-major input, time_major[t, j] =
         # inputs[by_length[j], order[by_length[j], t]]: steps reordered, rows sorted and
@@ -106,6 +103,86 @@ def run_experts(inputs, mask, kernel, recurrent_kernel, bias, return_sequences):
     else:
         row_steps = tf.fill([batch_size], time_steps)
         time_major = tf.transpose(inputs, [1, 0, 2])
+
+    outputs = _run_block_lstm(inputs, time_major, row_steps, kernel, recurrent_kernel, bias)
+
+    if mask is None:
+        # (time, batch, num_experts, units) -> (batch, time, num_experts, units)
+        return tf.transpose(outputs, [1, 0, 2, 3]) if return_sequences else outputs[-1]
+
+    # Row b's output at step t is the kernel's output number valid_counts[b, t] - 1 of the
+    # row's sorted position, and zeros while no valid step has been seen. One gather_nd
+    # takes it from the time-major outputs and puts the rows back in the batch's order.
+    if return_sequences:
+        seen = valid_counts
+    else:
+        seen = lengths[:, tf.newaxis]
+    sorted_position = tf.math.invert_permutation(by_length)
+    target_rows = tf.broadcast_to(sorted_position[:, tf.newaxis], tf.shape(seen))
+    gathered = tf.gather_nd(outputs, tf.stack([tf.maximum(seen - 1, 0), target_rows], axis=-1))
+    gathered = tf.where((seen > 0)[:, :, tf.newaxis, tf.newaxis], gathered, tf.zeros_like(gathered))
+    return gathered if return_sequences else gathered[:, 0]
+
+
+def _valid_step_order(mask):
+    """Return `(order, valid_counts, lengths, by_length)` for a `(batch, time)` mask.
+
+    `order[b]` lists row b's valid steps in time order, then its padded steps.
+    `valid_counts[b, t]` counts row b's valid steps up to and including step t, `lengths`
+    is its last column, and `by_length` sorts the rows by length, longest first (stable).
+    """
+    import tensorflow as tf
+
+    time_steps = tf.shape(mask)[1]
+    positions = tf.range(time_steps)[tf.newaxis, :]
+    order = tf.argsort(tf.where(mask, positions, positions + time_steps), axis=1, stable=True)
+    valid_counts = tf.cumsum(tf.cast(mask, tf.int32), axis=1)
+    lengths = valid_counts[:, -1]
+    by_length = tf.argsort(lengths, direction="DESCENDING", stable=True)
+    return order, valid_counts, lengths, by_length
+
+
+def _run_compiled(inputs, mask, kernel, recurrent_kernel, bias, return_sequences):
+    """Return the layer's outputs from the compiled multi-expert kernel."""
+    import tensorflow as tf
+
+    input_dim, num_experts, gate_units = kernel.shape
+    batch_size = tf.shape(inputs)[0]
+    time_steps = tf.shape(inputs)[1]
+    if mask is None:
+        row_steps = tf.fill([batch_size], time_steps)
+        source_rows = tf.range(batch_size)
+        step_positions = tf.broadcast_to(tf.range(time_steps), (batch_size, time_steps))
+    else:
+        # The kernel runs the rows longest first and reads each row's valid steps where
+        # they are, so neither the inputs nor the outputs are copied into another order.
+        order, _, lengths, source_rows = _valid_step_order(mask)
+        row_steps = tf.gather(lengths, source_rows)
+        step_positions = tf.gather(order, source_rows)
+    flat_bias = (
+        tf.zeros((num_experts * gate_units,), dtype=kernel.dtype)
+        if bias is None
+        else tf.reshape(bias, (-1,))
+    )
+    return _compiled_lstm.run(
+        inputs,
+        tf.reshape(kernel, (input_dim, num_experts * gate_units)),
+        flat_bias,
+        recurrent_kernel,
+        tf.cast(row_steps, tf.int32),
+        tf.cast(source_rows, tf.int32),
+        tf.cast(step_positions, tf.int32),
+        return_sequences,
+    )
+
+
+def _run_block_lstm(inputs, time_major, row_steps, kernel, recurrent_kernel, bias):
+    """Return `(time, batch, experts, units)` outputs from one `BlockLSTM` per expert."""
+    import tensorflow as tf
+
+    num_experts, units, gate_units = recurrent_kernel.shape
+    batch_size = tf.shape(inputs)[0]
+    time_steps = tf.shape(inputs)[1]
 
     def steps_of(chunk_row_steps):
         # The concatenated 0 makes an empty chunk run no step.
@@ -191,20 +268,4 @@ def run_experts(inputs, mask, kernel, recurrent_kernel, bias, return_sequences):
         outputs = tf.reshape(
             chunk_outputs, (time_steps, num_chunks * chunk_rows, num_experts, units)
         )[:, :batch_size]
-
-    if mask is None:
-        # (time, batch, num_experts, units) -> (batch, time, num_experts, units)
-        return tf.transpose(outputs, [1, 0, 2, 3]) if return_sequences else outputs[-1]
-
-    # Row b's output at step t is the kernel's output number valid_counts[b, t] - 1 of the
-    # row's sorted position, and zeros while no valid step has been seen. One gather_nd
-    # takes it from the time-major outputs and puts the rows back in the batch's order.
-    if return_sequences:
-        seen = valid_counts
-    else:
-        seen = lengths[:, tf.newaxis]
-    sorted_position = tf.math.invert_permutation(by_length)
-    target_rows = tf.broadcast_to(sorted_position[:, tf.newaxis], tf.shape(seen))
-    gathered = tf.gather_nd(outputs, tf.stack([tf.maximum(seen - 1, 0), target_rows], axis=-1))
-    gathered = tf.where((seen > 0)[:, :, tf.newaxis, tf.newaxis], gathered, tf.zeros_like(gathered))
-    return gathered if return_sequences else gathered[:, 0]
+    return outputs

@@ -1,7 +1,7 @@
 """SequentialExpert: a bank of LSTM experts advanced together in one recurrent loop."""
 
 from mtl_layers.compat import keras, ops, register_serializable
-from mtl_layers.layers import _fused_lstm, _initializers, _validation
+from mtl_layers.layers import _compiled_lstm, _fused_lstm, _initializers, _validation
 
 # LSTM gate order in every kernel and bias, the same as `keras.layers.LSTM`: input, forget,
 # cell candidate, output.
@@ -181,14 +181,19 @@ class SequentialExpert(keras.layers.Layer):
     Each expert's kernels are drawn independently (a seeded initializer gives expert e the
     seed `seed + e`), so experts never start as copies of each other.
 
-    On the TensorFlow backend the layer runs TensorFlow's fused LSTM kernel
-    (`BlockLSTM`, one op per expert for the whole sequence, and one op for its gradient)
-    whenever it computes the same function: float32, the default activations, no active
-    recurrent dropout, and no XLA compilation. The keras.ops loop above serves every other
-    case and the other backends. Both give the same outputs and gradients, for any mask.
-    Measured with `benchmarks/sequential_expert.py` (CPU, 2 cores), the fused kernel
-    trained 1.5-2.1x faster than the loop at batch 32-64 and 1.3-2.0x faster at batch
-    128-512, over three runs; see docs/mose.md.
+    On the TensorFlow backend the layer runs a fused kernel whenever it computes the same
+    function: float32, the default activations, no active recurrent dropout, and no XLA
+    compilation. Training calls (`training=True`, as `fit` passes it) run the package's
+    compiled multi-expert kernel: one op for all experts, forward and backward, built with
+    the local C++ compiler on first use (`mtl_layers/layers/kernels/multi_expert_lstm.cc`).
+    Other calls, and the graphs that exports keep, run TensorFlow's `BlockLSTM`, one op
+    per expert, which every TensorFlow binary (TF Serving included) has. Where the kernel
+    cannot be compiled, or `MTL_LAYERS_COMPILED_KERNELS=0` is set, training runs
+    `BlockLSTM` too, after one warning. The keras.ops loop above serves every other case
+    and the other backends. All paths give the same outputs and gradients, for any mask.
+    Measured with `benchmarks/sequential_expert.py` (CPU, 2 cores), a training step with
+    the compiled kernel took 2.3-8x less CPU time than K separate `keras.layers.LSTM`
+    layers at batch 32-512; see docs/mose.md.
 
     Under the `mixed_float16` and `mixed_bfloat16` policies the two matrix products run in
     the compute dtype, while the gate pre-activations, the gates and the hidden and cell
@@ -216,9 +221,9 @@ class SequentialExpert(keras.layers.Layer):
         kernel_regularizer: Regularizer of all input kernels.
         recurrent_regularizer: Regularizer of all recurrent kernels.
         bias_regularizer: Regularizer of all biases.
-        use_fused_kernel: `"auto"` (the default) runs TensorFlow's fused kernel whenever
+        use_fused_kernel: `"auto"` (the default) runs a fused kernel (see above) whenever
             it computes the same function, and the keras.ops loop otherwise. True requires
-            the fused kernel and raises a `ValueError` that names the reason: at
+            a fused kernel and raises a `ValueError` that names the reason: at
             construction for a backend, dtype policy or activation it does not support,
             and at the call under XLA or with recurrent dropout in training. False always
             runs the keras.ops loop.
@@ -229,7 +234,8 @@ class SequentialExpert(keras.layers.Layer):
         mask: Optional `(batch_size, time)` boolean or 0/1 tensor, True at valid steps.
             A mask attached by an earlier layer (for example `Embedding(mask_zero=True)`)
             is used automatically.
-        training: Python boolean; dropout applies only in training.
+        training: Python boolean; dropout applies only in training, and training calls
+            run the compiled kernel.
 
     Output shape:
         `(batch_size, time, num_experts, units)` with `return_sequences=True`, otherwise
@@ -425,7 +431,7 @@ class SequentialExpert(keras.layers.Layer):
                 training=training,
             )
 
-        outputs = self._run_fused_kernel(inputs, mask, recurrent_mask)
+        outputs = self._run_fused_kernel(inputs, mask, recurrent_mask, training)
         if outputs is None:
             # `keras.layers.RNN` runs the loop over time and applies the mask: at a padded
             # step it keeps the states and repeats the previous output (zeros before the
@@ -444,7 +450,7 @@ class SequentialExpert(keras.layers.Layer):
             return ops.reshape(outputs, (batch_size, time_steps, self.num_experts, self.units))
         return ops.reshape(outputs, (batch_size, self.num_experts, self.units))
 
-    def _run_fused_kernel(self, inputs, mask, recurrent_mask):
+    def _run_fused_kernel(self, inputs, mask, recurrent_mask, training):
         """Return the experts' outputs from the fused kernel, or None to run the loop."""
         if self.use_fused_kernel is False:
             return None
@@ -464,6 +470,7 @@ class SequentialExpert(keras.layers.Layer):
             self.recurrent_kernel,
             self.bias,
             self.return_sequences,
+            compiled=_compiled_lstm.unavailable_reason(training) is None,
         )
 
     def _check_mask(self, mask, inputs):

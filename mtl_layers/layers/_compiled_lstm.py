@@ -1,0 +1,240 @@
+"""The compiled multi-expert LSTM kernel: build, load and run `kernels/multi_expert_lstm.cc`.
+
+`SequentialExpert` trains fastest with one op that runs the recurrence of all its experts,
+forward and backward. TensorFlow has no such op, so the package ships its C++ source and
+compiles it on first use with the local C++ compiler against the installed TensorFlow
+(`tf.sysconfig`), like a TensorFlow custom op. The library is cached per TensorFlow
+version, source and compiler flags under `$MTL_LAYERS_KERNEL_DIR` (default
+`~/.cache/mtl_layers/kernels`), so later processes only load it.
+
+The kernel is used for training calls only (`training=True`, as `fit` and
+`train_on_batch` pass it). Inference calls run TensorFlow's own `BlockLSTM`, and so do the
+graphs that a SavedModel keeps: TF Serving and other TensorFlow binaries do not have the
+compiled op. Where it cannot be built (no compiler, another platform) or
+`MTL_LAYERS_COMPILED_KERNELS=0` is set, training runs `BlockLSTM` as well, after one
+warning that names the reason.
+"""
+
+import contextlib
+import hashlib
+import os
+import pathlib
+import shutil
+import subprocess
+import tempfile
+import threading
+from typing import Optional
+
+from absl import logging
+
+_SOURCE = pathlib.Path(__file__).resolve().parent / "kernels" / "multi_expert_lstm.cc"
+_DISABLE_VARIABLE = "MTL_LAYERS_COMPILED_KERNELS"
+_DIR_VARIABLE = "MTL_LAYERS_KERNEL_DIR"
+_BUILD_SECONDS = 300
+
+_lock = threading.Lock()
+_state = {"module": None, "reason": None, "tried": False, "warned": False}
+_disabled_depth = threading.local()
+
+
+@contextlib.contextmanager
+def disabled():
+    """Run the calls inside the block without the compiled kernel (used by the export)."""
+    _disabled_depth.value = getattr(_disabled_depth, "value", 0) + 1
+    try:
+        yield
+    finally:
+        _disabled_depth.value -= 1
+
+
+def _in_save_context() -> bool:
+    try:
+        from tensorflow.python.saved_model import save_context
+    except ImportError:  # Private module moved: assume a save, the safe side.
+        return True
+    return save_context.in_save_context()
+
+
+def _cpu_flags() -> list:
+    """Return the vector-instruction flags that this machine's CPU supports."""
+    try:
+        cpuinfo = pathlib.Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    features = set()
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            features = set(line.split(":", 1)[1].split())
+            break
+    if {"avx512f", "avx512dq", "avx512bw", "avx512vl", "fma"} <= features:
+        return ["-mavx512f", "-mavx512dq", "-mavx512bw", "-mavx512vl", "-mavx2", "-mfma"]
+    if {"avx2", "fma"} <= features:
+        return ["-mavx2", "-mfma"]
+    return []
+
+
+def _build_command(output: pathlib.Path) -> list:
+    import tensorflow as tf
+
+    compiler = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
+    if compiler is None:
+        raise RuntimeError("no C++ compiler was found (set CXX, or install g++)")
+    return (
+        [compiler, "-O3", "-shared", "-fPIC", "-w"]
+        + _cpu_flags()
+        + [str(_SOURCE), "-o", str(output)]
+        + tf.sysconfig.get_compile_flags()
+        + tf.sysconfig.get_link_flags()
+    )
+
+
+def library_path() -> pathlib.Path:
+    """Return where the compiled library for this TensorFlow and source is cached."""
+    import tensorflow as tf
+
+    digest = hashlib.sha256()
+    digest.update(_SOURCE.read_bytes())
+    digest.update(" ".join(_build_command(pathlib.Path("out.so"))).encode())
+    cache = pathlib.Path(
+        os.environ.get(_DIR_VARIABLE) or pathlib.Path.home() / ".cache" / "mtl_layers" / "kernels"
+    ).expanduser()
+    return cache / f"multi_expert_lstm-tf{tf.__version__}-{digest.hexdigest()[:16]}.so"
+
+
+def _build(path: pathlib.Path) -> None:
+    """Compile the kernel into `path`, through a temporary file, so no reader sees half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent) as scratch:
+        output = pathlib.Path(scratch) / path.name
+        command = _build_command(output)
+        # A warning, because the first training call waits for it (about 10 s).
+        logging.warning(
+            "Compiling the multi-expert LSTM kernel of SequentialExpert into %s; this "
+            "happens once per TensorFlow version.",
+            path,
+        )
+        result = subprocess.run(
+            command, capture_output=True, text=True, timeout=_BUILD_SECONDS, check=False
+        )
+        if result.returncode != 0:
+            raise RuntimeError(
+                f"the compiler exited with code {result.returncode}: "
+                f"{result.stderr.strip()[-600:]}"
+            )
+        os.replace(output, path)
+
+
+def _load():
+    """Return the loaded op module, building it first when needed; None with a reason."""
+    with _lock:
+        if _state["tried"]:
+            return _state["module"]
+        _state["tried"] = True
+        if os.environ.get(_DISABLE_VARIABLE, "1").strip().lower() in ("0", "false", "no", "off"):
+            _state["reason"] = f"{_DISABLE_VARIABLE}={os.environ[_DISABLE_VARIABLE]} is set"
+            return None
+        import tensorflow as tf
+
+        errors = (OSError, RuntimeError, subprocess.SubprocessError, tf.errors.OpError)
+        try:
+            path = library_path()
+            if not path.exists():
+                _build(path)
+            try:
+                module = tf.load_op_library(str(path))
+            except tf.errors.OpError as error:
+                # A damaged cached file (for example, cut short by a full disk) is built
+                # again, once.
+                logging.warning("Could not load %s (%s); building it again.", path, error)
+                _build(path)
+                module = tf.load_op_library(str(path))
+        except errors as error:
+            _state["reason"] = f"it could not be built or loaded: {error}"
+            return None
+        _register_gradient(tf, module)
+        _state["module"] = module
+        return module
+
+
+def _register_gradient(tf, module) -> None:
+    def gradient(op, outputs_grad, hidden_grad, cell_grad, gates_grad):
+        # Only `outputs` leave the layer; the other outputs are kept for this gradient.
+        del hidden_grad, cell_grad, gates_grad
+        _, hidden, cell, gates = op.outputs
+        grads = module.mtl_layers_multi_expert_lstm_grad(
+            *op.inputs,
+            hidden,
+            cell,
+            gates,
+            outputs_grad,
+            return_sequences=op.get_attr("return_sequences"),
+        )
+        # No gradient for row_steps, source_rows and step_positions.
+        return list(grads) + [None, None, None]
+
+    try:
+        tf.RegisterGradient("MtlLayersMultiExpertLstm")(gradient)
+    except KeyError:  # Registered by an earlier load in this process.
+        pass
+
+
+def unavailable_reason(training) -> Optional[str]:
+    """Return why this call cannot use the compiled kernel, or None when it can."""
+    # A symbolic `training` tensor (possible in tf_keras) counts as not training.
+    if not (isinstance(training, (bool, int)) and training):
+        return "the call is not a training call"
+    if getattr(_disabled_depth, "value", 0) or _in_save_context():
+        return "the graph is being exported"
+    if _load() is None:
+        if not _state["warned"]:
+            _state["warned"] = True
+            logging.warning(
+                "SequentialExpert trains with TensorFlow's BlockLSTM instead of the "
+                "compiled multi-expert kernel because %s. Training is about 1.5x slower; "
+                "results are the same.",
+                _state["reason"],
+            )
+        return _state["reason"]
+    return None
+
+
+def status() -> str:
+    """Return one line: whether the compiled kernel is in use, and if not, why."""
+    module = _load()
+    if module is not None:
+        flags = " ".join(["-O3"] + _cpu_flags())
+        return f"SequentialExpert trains with the compiled multi-expert kernel (built with {flags})"
+    return f"SequentialExpert trains with BlockLSTM: the compiled kernel is not in use because {_state['reason']}"
+
+
+def run(inputs, kernel, bias, recurrent_kernel, row_steps, source_rows, step_positions,
+        return_sequences):
+    """Run every expert's LSTM over its rows' valid steps; return the layer's outputs.
+
+    Args:
+        inputs: `(batch, time, features)` float32, in the caller's order.
+        kernel: `(features, experts * 4 * units)` float32, expert-major columns.
+        bias: `(experts * 4 * units,)` float32.
+        recurrent_kernel: `(experts, units, 4 * units)` float32.
+        row_steps: `(batch,)` int32, the valid steps of each row in sorted order, longest
+            first.
+        source_rows: `(batch,)` int32, the caller's row of each sorted row.
+        step_positions: `(batch, time)` int32, row j's valid steps in time order, first
+            `row_steps[j]` entries read.
+        return_sequences: as in `SequentialExpert`.
+
+    Returns:
+        `(batch, time, experts, units)`, or `(batch, experts, units)` without sequences,
+        with the masked-step outputs of `keras.layers.RNN`.
+    """
+    outputs, _, _, _ = _load().mtl_layers_multi_expert_lstm(
+        inputs,
+        kernel,
+        bias,
+        recurrent_kernel,
+        row_steps,
+        source_rows,
+        step_positions,
+        return_sequences=return_sequences,
+    )
+    return outputs
