@@ -19,12 +19,14 @@ import contextlib
 import hashlib
 import os
 import pathlib
+import shlex
 import shutil
 import subprocess
 import tempfile
 import threading
 from typing import Optional
 
+import tensorflow as tf
 from absl import logging
 
 _SOURCE = pathlib.Path(__file__).resolve().parent / "kernels" / "multi_expert_lstm.cc"
@@ -73,14 +75,23 @@ def _cpu_flags() -> list:
     return []
 
 
-def _build_command(output: pathlib.Path) -> list:
-    import tensorflow as tf
-
-    compiler = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
+def _compiler() -> list:
+    """Return the compiler command: `$CXX` (which may hold arguments, as in "ccache g++")."""
+    if os.environ.get("CXX"):
+        command = shlex.split(os.environ["CXX"])
+        if shutil.which(command[0]) is None:
+            raise RuntimeError(f"the compiler in CXX, {command[0]!r}, was not found")
+        return command
+    compiler = shutil.which("g++") or shutil.which("c++")
     if compiler is None:
         raise RuntimeError("no C++ compiler was found (set CXX, or install g++)")
+    return [compiler]
+
+
+def _build_command(output: pathlib.Path) -> list:
     return (
-        [compiler, "-O3", "-shared", "-fPIC", "-w"]
+        _compiler()
+        + ["-O3", "-shared", "-fPIC", "-w"]
         + _cpu_flags()
         + [str(_SOURCE), "-o", str(output)]
         + tf.sysconfig.get_compile_flags()
@@ -89,9 +100,7 @@ def _build_command(output: pathlib.Path) -> list:
 
 
 def library_path() -> pathlib.Path:
-    """Return where the compiled library for this TensorFlow and source is cached."""
-    import tensorflow as tf
-
+    """Return where the compiled library for this TensorFlow, source and compiler is cached."""
     digest = hashlib.sha256()
     digest.update(_SOURCE.read_bytes())
     digest.update(" ".join(_build_command(pathlib.Path("out.so"))).encode())
@@ -101,26 +110,66 @@ def library_path() -> pathlib.Path:
     return cache / f"multi_expert_lstm-tf{tf.__version__}-{digest.hexdigest()[:16]}.so"
 
 
+def _digest_path(path: pathlib.Path) -> pathlib.Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _failure_path(path: pathlib.Path) -> pathlib.Path:
+    return path.with_name(path.name + ".failed")
+
+
+def _file_digest(path: pathlib.Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _is_intact(path: pathlib.Path) -> bool:
+    """Return whether `path` is the file that a build wrote, byte for byte.
+
+    Loading a damaged shared library can crash the process (a bus error for a file cut
+    short), so the library is checked against the digest written beside it first.
+    """
+    digest = _digest_path(path)
+    if not (path.is_file() and digest.is_file()):
+        return False
+    return digest.read_text().strip() == _file_digest(path)
+
+
 def _build(path: pathlib.Path) -> None:
-    """Compile the kernel into `path`, through a temporary file, so no reader sees half."""
+    """Compile the kernel into `path`, through a temporary file, so no reader sees half.
+
+    A failed compilation leaves `<library>.failed` with the compiler's message, so later
+    processes do not wait for the same failure; deleting that file makes them try again.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
+    failure = _failure_path(path)
+    if failure.is_file():
+        raise RuntimeError(
+            f"an earlier build failed ({failure.read_text().strip()}); delete {failure} to "
+            "try again"
+        )
     with tempfile.TemporaryDirectory(dir=path.parent) as scratch:
         output = pathlib.Path(scratch) / path.name
         command = _build_command(output)
-        # A warning, because the first training call waits for it (about 10 s).
+        # A warning, because the first training call waits for it (10-30 s).
         logging.warning(
             "Compiling the multi-expert LSTM kernel of SequentialExpert into %s; this "
-            "happens once per TensorFlow version.",
+            "happens once per TensorFlow version, kernel source and compiler.",
             path,
         )
         result = subprocess.run(
             command, capture_output=True, text=True, timeout=_BUILD_SECONDS, check=False
         )
         if result.returncode != 0:
-            raise RuntimeError(
-                f"the compiler exited with code {result.returncode}: "
-                f"{result.stderr.strip()[-600:]}"
+            message = (
+                f"the compiler {command[0]} exited with code {result.returncode}: "
+                f"{result.stderr.strip()[-600:] or '(no output)'}"
             )
+            failure.write_text(message + "\n")
+            raise RuntimeError(message)
+        digest = pathlib.Path(scratch) / (path.name + ".sha256")
+        digest.write_text(_file_digest(output) + "\n")
+        # The digest is renamed first, so a process that finds the new library finds its digest.
+        os.replace(digest, _digest_path(path))
         os.replace(output, path)
 
 
@@ -133,30 +182,27 @@ def _load():
         if os.environ.get(_DISABLE_VARIABLE, "1").strip().lower() in ("0", "false", "no", "off"):
             _state["reason"] = f"{_DISABLE_VARIABLE}={os.environ[_DISABLE_VARIABLE]} is set"
             return None
-        import tensorflow as tf
 
         errors = (OSError, RuntimeError, subprocess.SubprocessError, tf.errors.OpError)
         try:
             path = library_path()
-            if not path.exists():
+            if path.exists() and not _is_intact(path):
+                # For example, cut short by a full disk or a partial copy of the cache.
+                logging.warning(
+                    "%s does not match the digest its build wrote; building it again.", path
+                )
+            if not _is_intact(path):
                 _build(path)
-            try:
-                module = tf.load_op_library(str(path))
-            except tf.errors.OpError as error:
-                # A damaged cached file (for example, cut short by a full disk) is built
-                # again, once.
-                logging.warning("Could not load %s (%s); building it again.", path, error)
-                _build(path)
-                module = tf.load_op_library(str(path))
+            module = tf.load_op_library(str(path))
         except errors as error:
             _state["reason"] = f"it could not be built or loaded: {error}"
             return None
-        _register_gradient(tf, module)
+        _register_gradient(module)
         _state["module"] = module
         return module
 
 
-def _register_gradient(tf, module) -> None:
+def _register_gradient(module) -> None:
     def gradient(op, outputs_grad, hidden_grad, cell_grad, gates_grad):
         # Only `outputs` leave the layer; the other outputs are kept for this gradient.
         del hidden_grad, cell_grad, gates_grad
@@ -178,6 +224,7 @@ def _register_gradient(tf, module) -> None:
         pass
 
 
+@tf.autograph.experimental.do_not_convert
 def unavailable_reason(training) -> Optional[str]:
     """Return why this call cannot use the compiled kernel, or None when it can."""
     # A symbolic `training` tensor (possible in tf_keras) counts as not training.
@@ -185,19 +232,26 @@ def unavailable_reason(training) -> Optional[str]:
         return "the call is not a training call"
     if getattr(_disabled_depth, "value", 0) or _in_save_context():
         return "the graph is being exported"
+    # The kernel runs on CPU only; with a GPU, BlockLSTM keeps the work on the GPU.
+    if tf.config.list_logical_devices("GPU"):
+        return "it runs on CPU only, and a GPU is visible"
     if _load() is None:
-        if not _state["warned"]:
+        explicitly_disabled = _state["reason"].startswith(_DISABLE_VARIABLE)
+        if not _state["warned"] and not explicitly_disabled:
             _state["warned"] = True
             logging.warning(
                 "SequentialExpert trains with TensorFlow's BlockLSTM instead of the "
-                "compiled multi-expert kernel because %s. Training is about 1.5x slower; "
-                "results are the same.",
+                "compiled multi-expert kernel because %s. Training steps take about "
+                "1.6-2.5x longer; results are the same. Set %s=0 to skip the kernel "
+                "without this warning.",
                 _state["reason"],
+                _DISABLE_VARIABLE,
             )
         return _state["reason"]
     return None
 
 
+@tf.autograph.experimental.do_not_convert
 def status() -> str:
     """Return one line: whether the compiled kernel is in use, and if not, why."""
     module = _load()
@@ -207,6 +261,7 @@ def status() -> str:
     return f"SequentialExpert trains with BlockLSTM: the compiled kernel is not in use because {_state['reason']}"
 
 
+@tf.autograph.experimental.do_not_convert
 def run(inputs, kernel, bias, recurrent_kernel, row_steps, source_rows, step_positions,
         return_sequences):
     """Run every expert's LSTM over its rows' valid steps; return the layer's outputs.

@@ -188,9 +188,10 @@ class SequentialExpert(keras.layers.Layer):
     the local C++ compiler on first use (`mtl_layers/layers/kernels/multi_expert_lstm.cc`).
     Other calls, and the graphs that exports keep, run TensorFlow's `BlockLSTM`, one op
     per expert, which every TensorFlow binary (TF Serving included) has. Where the kernel
-    cannot be compiled, or `MTL_LAYERS_COMPILED_KERNELS=0` is set, training runs
-    `BlockLSTM` too, after one warning. The keras.ops loop above serves every other case
-    and the other backends. All paths give the same outputs and gradients, for any mask.
+    cannot be compiled, training runs `BlockLSTM` too, after one warning, and so it does
+    with `MTL_LAYERS_COMPILED_KERNELS=0` or a visible GPU. The keras.ops loop above serves
+    every other case and the other backends. All paths give the same outputs and
+    gradients, for any mask. Gradients of gradients need `use_fused_kernel=False`.
     Measured with `benchmarks/sequential_expert.py` (CPU, 2 cores), a training step with
     the compiled kernel took 2.3-8x less CPU time than K separate `keras.layers.LSTM`
     layers at batch 32-512; see docs/mose.md.

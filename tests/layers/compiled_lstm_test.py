@@ -8,6 +8,7 @@ sets) makes that a failure.
 import importlib.util
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -285,8 +286,11 @@ def test_library_is_built_once_per_cache(tmp_path, compiled_kernel):
         "print(_compiled_lstm.status())\n"
         "print(_compiled_lstm.library_path().exists())\n"
     )
+    # A CXX with an argument, as with ccache, is split like a shell command line.
+    compiler = f"env {shutil.which('g++') or shutil.which('c++')}"
     outputs = [
-        _run_python(script, MTL_LAYERS_KERNEL_DIR=str(tmp_path / "kernels")) for _ in range(2)
+        _run_python(script, CXX=compiler, MTL_LAYERS_KERNEL_DIR=str(tmp_path / "kernels"))
+        for _ in range(2)
     ]
     assert "compiled multi-expert kernel" in outputs[0].stdout
     assert "Compiling the multi-expert LSTM kernel" in outputs[0].stderr
@@ -312,14 +316,101 @@ def test_op_rejects_unsorted_rows(compiled_kernel):
         )
 
 
-def test_damaged_cached_library_is_built_again(tmp_path, compiled_kernel):
+@pytest.mark.parametrize("damage", ["not a library", "cut short"])
+def test_damaged_cached_library_is_built_again(tmp_path, compiled_kernel, damage):
+    # Loading a shared library that was cut short crashes the process (a bus error), so
+    # the loader checks the digest that the build wrote before it loads the file.
     script = (
+        "import pathlib, shutil, sys\n"
         "from mtl_layers.layers import _compiled_lstm\n"
         "path = _compiled_lstm.library_path()\n"
         "path.parent.mkdir(parents=True)\n"
-        "path.write_bytes(b'not a library')\n"
+        "if sys.argv[1] == 'cut short':\n"
+        "    data = pathlib.Path(sys.argv[2]).read_bytes()\n"
+        "    path.write_bytes(data[: len(data) // 4])\n"
+        "    shutil.copy(sys.argv[2] + '.sha256', str(path) + '.sha256')\n"
+        "else:\n"
+        "    path.write_bytes(b'not a library')\n"
         "print(_compiled_lstm.status())\n"
     )
-    result = _run_python(script, MTL_LAYERS_KERNEL_DIR=str(tmp_path / "kernels"))
+    built = str(compiled_kernel.library_path())
+    result = _run_python(script, damage, built, MTL_LAYERS_KERNEL_DIR=str(tmp_path / "kernels"))
     assert "building it again" in result.stderr
     assert "trains with the compiled multi-expert kernel" in result.stdout
+
+
+def test_failed_build_is_not_repeated(tmp_path):
+    script = (
+        "from mtl_layers.layers import _compiled_lstm\n"
+        "print(_compiled_lstm.status())\n"
+    )
+    environment = {
+        "CXX": shutil.which("false"),
+        "MTL_LAYERS_KERNEL_DIR": str(tmp_path / "kernels"),
+        "MTL_LAYERS_COMPILED_KERNELS": None,
+    }
+    first = _run_python(script, **environment)
+    assert "exited with code 1: (no output)" in first.stdout
+    assert list((tmp_path / "kernels").glob("*.failed"))
+
+    second = _run_python(script, **environment)
+    assert "an earlier build failed" in second.stdout
+    assert "Compiling" not in second.stderr
+
+
+def test_rows_without_steps_get_zeros_in_every_output(compiled_kernel):
+    import tensorflow as tf
+
+    module = compiled_kernel._load()
+    batch, time, features, experts, units = 70, 9, 3, 2, 4
+    # Free tensors full of NaN first, so that the op's outputs may reuse their memory.
+    for _ in range(3):
+        scratch = tf.fill((time, batch, experts, 4 * units), float("nan"))
+        del scratch
+    row_steps = np.sort(np.random.default_rng(0).integers(0, time + 1, batch))[::-1]
+    outputs = module.mtl_layers_multi_expert_lstm(
+        tf.ones((batch, time, features)),
+        tf.fill((features, experts * 4 * units), 0.1),
+        tf.zeros((experts * 4 * units,)),
+        tf.fill((experts, units, 4 * units), 0.1),
+        tf.constant(row_steps.astype("int32")),
+        tf.range(batch),
+        tf.broadcast_to(tf.range(time), (batch, time)),
+        return_sequences=True,
+    )
+    padded = np.arange(time)[:, None] >= row_steps[None, :]  # (time, batch) of sorted rows
+    for name, values in zip(("outputs", "hidden", "cell", "gates"), outputs):
+        values = values.numpy()
+        assert np.isfinite(values).all(), name
+        if name != "outputs":
+            np.testing.assert_array_equal(values[padded], 0.0, err_msg=name)
+
+
+def test_mask_of_another_batch_is_named(compiled_kernel):
+    import tensorflow as tf
+
+    layer = mtl.SequentialExpert(2, 3)
+    function = tf.function(
+        lambda x, mask: layer(x, mask=mask, training=True),
+        input_signature=[
+            tf.TensorSpec((None, None, FEATURES), tf.float32),
+            tf.TensorSpec((None, None), tf.bool),
+        ],
+    )
+    with pytest.raises(tf.errors.InvalidArgumentError, match="The mask must be"):
+        function(tf.ones((2, TIME, FEATURES)), tf.ones((1, TIME), tf.bool))
+
+
+def test_keras_2_fit_logs_no_autograph_warnings(tmp_path):
+    script = (
+        "import numpy as np\n"
+        "import mtl_layers as mtl\n"
+        "from mtl_layers.compat import keras\n"
+        "inputs = keras.Input((4, 3))\n"
+        "outputs = keras.layers.Flatten()(mtl.SequentialExpert(2, 3, return_sequences=False)(inputs))\n"
+        "model = keras.Model(inputs, outputs)\n"
+        "model.compile(optimizer='sgd', loss='mse')\n"
+        "model.fit(np.ones((8, 4, 3), 'float32'), np.zeros((8, 6), 'float32'), verbose=0)\n"
+    )
+    result = _run_python(script, TF_USE_LEGACY_KERAS="1")
+    assert "AutoGraph could not transform" not in result.stderr

@@ -114,11 +114,14 @@ Status CheckInputs(OpKernelContext* context, Sizes* sizes) {
   if (row_steps.shape() != TensorShape({sizes->batch}) ||
       source_rows.shape() != TensorShape({sizes->batch}) ||
       step_positions.shape() != TensorShape({sizes->batch, sizes->time})) {
-    return InvalidArgument("row_steps and source_rows must be (batch,) and step_positions "
-                           "(batch, time). Received shapes ",
+    // The layer derives these from the mask, so a mismatch means the mask's shape.
+    return InvalidArgument("The mask must be (batch, time) = (", sizes->batch, ", ",
+                           sizes->time, "), the first two dimensions of the inputs, but "
+                           "the row order derived from it has shapes ",
                            row_steps.shape().DebugString(), ", ",
                            source_rows.shape().DebugString(), " and ",
-                           step_positions.shape().DebugString());
+                           step_positions.shape().DebugString(),
+                           ". Pass a mask of the inputs' batch size and length.");
   }
   const int32_t* steps = row_steps.flat<int32_t>().data();
   const int32_t* rows = source_rows.flat<int32_t>().data();
@@ -232,8 +235,8 @@ class MultiExpertLstmOp : public OpKernel {
     OP_REQUIRES_OK(context, context->allocate_output(
                                 3, TensorShape({n.time, n.batch, n.experts, n.gate_units()}),
                                 &gates));
-    // `hidden`, `cell` and `gates` stay unset where a row has no step: nothing reads them
-    // there. The outputs are set below wherever a row has no valid step before.
+    // Where a row has no step, `hidden`, `cell` and `gates` get zeros below. Nothing reads
+    // them there, but tools such as tf.debugging.enable_check_numerics check every value.
     if (n.time == 0 || n.batch == 0 || n.experts == 0 || n.units == 0) {
       outputs->flat<float>().setZero();
       return;
@@ -257,11 +260,15 @@ class MultiExpertLstmOp : public OpKernel {
       Matrix step_inputs(chunk, n.features);
       for (int64_t t = 0; t < n.time; ++t) {
         const int64_t rows = ChunkRows(map.steps, n.batch, t, first, chunk);
-        if (rows == 0) break;  // Rows are sorted, so no later step has rows either.
         const int64_t step_state = (t * n.batch + first) * state_row;
         const int64_t previous_state = step_state - n.batch * state_row;
         float* step_hidden = hidden_data + step_state;
         float* step_cell = cell_data + step_state;
+        std::memset(step_hidden + rows * state_row, 0, sizeof(float) * (chunk - rows) * state_row);
+        std::memset(step_cell + rows * state_row, 0, sizeof(float) * (chunk - rows) * state_row);
+        std::memset(gates_data + ((t * n.batch + first) + rows) * gate_row, 0,
+                    sizeof(float) * (chunk - rows) * gate_row);
+        if (rows == 0) continue;
 
         // x_t W + b for every expert and gate: one product for the chunk.
         GatherInputs(map, input_data, n.features, first, rows, t, &step_inputs);
