@@ -154,22 +154,32 @@ Status CheckInputs(OpKernelContext* context, Sizes* sizes) {
   return Status();
 }
 
-// Rows per chunk. Chunks run their steps independently, on TensorFlow's threads; a chunk
-// of 64 rows keeps one step's inputs, states and gates in the core's cache.
-constexpr int64_t kRowsPerChunk = 64;
+// Rows per chunk. Chunks run their steps independently, on TensorFlow's threads, and a
+// chunk keeps one step's inputs, states and gates in the core's cache. The forward pass
+// uses 64 rows. The backward pass also holds the chunk's gate gradients, so it uses fewer
+// rows for wide rows: 32 rows for 8 experts of 32 units took 9-13% less CPU time than 64
+// rows, and 64 rows stayed best for 4 experts (2 cores, TensorFlow 2.21).
+constexpr int64_t kForwardRows = 64;
+constexpr int64_t kBackwardFloats = 32 * 1024;
 
-int64_t NumChunks(int64_t batch) { return (batch + kRowsPerChunk - 1) / kRowsPerChunk; }
+int64_t BackwardRows(int64_t gate_row) {
+  return std::max<int64_t>(16, std::min<int64_t>(64, kBackwardFloats / std::max<int64_t>(1, gate_row)));
+}
+
+int64_t NumChunks(int64_t batch, int64_t rows_per_chunk) {
+  return (batch + rows_per_chunk - 1) / rows_per_chunk;
+}
 
 // Calls `run_chunk(index, first, last)` for every chunk of rows, in parallel.
 template <typename Function>
-void RunChunks(OpKernelContext* context, int64_t batch, int64_t cost_per_chunk,
-               const Function& run_chunk) {
+void RunChunks(OpKernelContext* context, int64_t batch, int64_t rows_per_chunk,
+               int64_t cost_per_chunk, const Function& run_chunk) {
   auto* workers = context->device()->tensorflow_cpu_worker_threads()->workers;
-  ::tensorflow::Shard(workers->NumThreads(), workers, NumChunks(batch), cost_per_chunk,
-                      [&](int64_t begin, int64_t end) {
+  ::tensorflow::Shard(workers->NumThreads(), workers, NumChunks(batch, rows_per_chunk),
+                      cost_per_chunk, [&](int64_t begin, int64_t end) {
                         for (int64_t index = begin; index < end; ++index) {
-                          const int64_t first = index * kRowsPerChunk;
-                          run_chunk(index, first, std::min(batch, first + kRowsPerChunk));
+                          const int64_t first = index * rows_per_chunk;
+                          run_chunk(index, first, std::min(batch, first + rows_per_chunk));
                         }
                       });
 }
@@ -342,8 +352,8 @@ class MultiExpertLstmOp : public OpKernel {
         }
       }
     };
-    RunChunks(context, n.batch,
-              kRowsPerChunk * n.time * n.gate_row() * (2 * n.features + 2 * units + 30),
+    RunChunks(context, n.batch, kForwardRows,
+              kForwardRows * n.time * n.gate_row() * (2 * n.features + 2 * units + 30),
               run_chunk);
   }
 
@@ -406,7 +416,8 @@ class MultiExpertLstmGradOp : public OpKernel {
     const int64_t state_row = n.state_row(), gate_row = n.gate_row();
 
     // Each chunk sums its own weight gradients, so that chunks can run at the same time.
-    const int64_t chunks = NumChunks(n.batch);
+    const int64_t rows_per_chunk = BackwardRows(gate_row);
+    const int64_t chunks = NumChunks(n.batch, rows_per_chunk);
     std::vector<Matrix> chunk_kernel_grads(chunks), chunk_recurrent_grads(chunks);
     std::vector<RowVector> chunk_bias_grads(chunks);
 
@@ -521,8 +532,8 @@ class MultiExpertLstmGradOp : public OpKernel {
         db += dz_step.colwise().sum();
       }
     };
-    RunChunks(context, n.batch,
-              kRowsPerChunk * n.time * n.gate_row() * (4 * n.features + 4 * units + 40),
+    RunChunks(context, n.batch, rows_per_chunk,
+              rows_per_chunk * n.time * n.gate_row() * (4 * n.features + 4 * units + 40),
               run_chunk);
 
     MatrixMap total_kernel(kernel_grad->flat<float>().data(), n.features, gate_row);
