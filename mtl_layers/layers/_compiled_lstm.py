@@ -242,7 +242,7 @@ def unavailable_reason(training) -> Optional[str]:
             logging.warning(
                 "SequentialExpert trains with TensorFlow's BlockLSTM instead of the "
                 "compiled multi-expert kernel because %s. Training steps take about "
-                "1.6-2.5x longer; results are the same. Set %s=0 to skip the kernel "
+                "1.5-2.5x longer; results are the same. Set %s=0 to skip the kernel "
                 "without this warning.",
                 _state["reason"],
                 _DISABLE_VARIABLE,

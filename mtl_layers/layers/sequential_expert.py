@@ -193,7 +193,7 @@ class SequentialExpert(keras.layers.Layer):
     every other case and the other backends. All paths give the same outputs and
     gradients, for any mask. Gradients of gradients need `use_fused_kernel=False`.
     Measured with `benchmarks/sequential_expert.py` (CPU, 2 cores), a training step with
-    the compiled kernel took 2.3-8x less CPU time than K separate `keras.layers.LSTM`
+    the compiled kernel took 2-8x less CPU time than K separate `keras.layers.LSTM`
     layers at batch 32-512; see docs/mose.md.
 
     Under the `mixed_float16` and `mixed_bfloat16` policies the two matrix products run in

@@ -156,7 +156,7 @@ Status CheckInputs(OpKernelContext* context, Sizes* sizes) {
 
 // Rows per chunk. Chunks run their steps independently, on TensorFlow's threads, and a
 // chunk keeps one step's inputs, states and gates in the core's cache. The forward pass
-// uses 64 rows. The backward pass also holds the chunk's gate gradients, so it uses fewer
+// uses 64 rows. The backward pass also keeps the chunk's gate gradients, so it uses fewer
 // rows for wide rows: 32 rows for 8 experts of 32 units took 9-13% less CPU time than 64
 // rows, and 64 rows stayed best for 4 experts (2 cores, TensorFlow 2.21).
 constexpr int64_t kForwardRows = 64;
