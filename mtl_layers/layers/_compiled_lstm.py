@@ -131,7 +131,10 @@ def _is_intact(path: pathlib.Path) -> bool:
     digest = _digest_path(path)
     if not (path.is_file() and digest.is_file()):
         return False
-    return digest.read_text().strip() == _file_digest(path)
+    try:
+        return digest.read_text().strip() == _file_digest(path)
+    except (OSError, ValueError):  # Unreadable, or not text: a damaged digest file.
+        return False
 
 
 def _build(path: pathlib.Path) -> None:
@@ -140,14 +143,19 @@ def _build(path: pathlib.Path) -> None:
     A failed compilation leaves `<library>.failed` with the compiler's message, so later
     processes do not wait for the same failure; deleting that file makes them try again.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
     failure = _failure_path(path)
     if failure.is_file():
+        earlier = failure.read_text(errors="replace").strip()
+        raise RuntimeError(f"an earlier build failed ({earlier}); delete {failure} to try again")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        scratch_folder = tempfile.TemporaryDirectory(dir=path.parent)
+    except OSError as error:
         raise RuntimeError(
-            f"an earlier build failed ({failure.read_text().strip()}); delete {failure} to "
-            "try again"
-        )
-    with tempfile.TemporaryDirectory(dir=path.parent) as scratch:
+            f"the kernel folder {path.parent} is not writable ({error}); set "
+            f"{_DIR_VARIABLE} to a writable folder"
+        ) from error
+    with scratch_folder as scratch:
         output = pathlib.Path(scratch) / path.name
         command = _build_command(output)
         # A warning, because the first training call waits for it (10-30 s).
@@ -183,20 +191,26 @@ def _load():
             _state["reason"] = f"{_DISABLE_VARIABLE}={os.environ[_DISABLE_VARIABLE]} is set"
             return None
 
-        errors = (OSError, RuntimeError, subprocess.SubprocessError, tf.errors.OpError)
         try:
             path = library_path()
             if path.exists() and not _is_intact(path):
                 # For example, cut short by a full disk or a partial copy of the cache.
-                logging.warning(
-                    "%s does not match the digest its build wrote; building it again.", path
+                problem = (
+                    "does not match the digest its build wrote"
+                    if _digest_path(path).exists()
+                    else "has no digest file beside it"
                 )
+                logging.warning("%s %s; building it again.", path, problem)
             if not _is_intact(path):
                 _build(path)
             module = tf.load_op_library(str(path))
-        except errors as error:
+        except Exception as error:  # Any failure means: train with BlockLSTM instead.
             _state["reason"] = f"it could not be built or loaded: {error}"
             return None
+        except BaseException:
+            # An interrupted build (Ctrl-C in a notebook) is tried again at the next call.
+            _state["tried"] = False
+            raise
         _register_gradient(module)
         _state["module"] = module
         return module
@@ -254,6 +268,8 @@ def unavailable_reason(training) -> Optional[str]:
 @tf.autograph.experimental.do_not_convert
 def status() -> str:
     """Return one line: whether the compiled kernel is in use, and if not, why."""
+    if tf.config.list_logical_devices("GPU"):
+        return "SequentialExpert trains with BlockLSTM: the compiled kernel runs on CPU only, and a GPU is visible"
     module = _load()
     if module is not None:
         flags = " ".join(["-O3"] + _cpu_flags())

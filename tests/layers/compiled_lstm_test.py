@@ -414,3 +414,34 @@ def test_keras_2_fit_logs_no_autograph_warnings(tmp_path):
     )
     result = _run_python(script, TF_USE_LEGACY_KERAS="1")
     assert "AutoGraph could not transform" not in result.stderr
+
+
+def _raise(error):
+    def raise_error(*args, **kwargs):
+        raise error
+
+    return raise_error
+
+
+def test_interrupted_build_is_tried_again(monkeypatch, compiled_kernel):
+    # A KeyboardInterrupt during the first build (Ctrl-C in a notebook) must not leave the
+    # process unable to train.
+    state = {**compiled_kernel._state, "tried": False, "module": None}
+    monkeypatch.setattr(compiled_kernel, "_state", state)
+    monkeypatch.setattr(compiled_kernel, "library_path", _raise(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        compiled_kernel._load()
+    assert state["tried"] is False
+
+    # Any other error falls back with the error as the reason.
+    monkeypatch.setattr(compiled_kernel, "library_path", _raise(ValueError("damaged")))
+    assert compiled_kernel._load() is None
+    assert "damaged" in state["reason"]
+
+
+def test_unwritable_kernel_folder_is_named(monkeypatch, tmp_path, compiled_kernel):
+    monkeypatch.setattr(
+        compiled_kernel.tempfile, "TemporaryDirectory", _raise(PermissionError("read-only"))
+    )
+    with pytest.raises(RuntimeError, match="is not writable.*MTL_LAYERS_KERNEL_DIR"):
+        compiled_kernel._build(tmp_path / "kernels" / "kernel.so")
