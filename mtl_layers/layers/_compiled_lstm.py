@@ -57,6 +57,11 @@ def _in_save_context() -> bool:
     return save_context.in_save_context()
 
 
+def _gpu_visible() -> bool:
+    """Return whether TensorFlow lists a GPU device. The kernel runs on CPU only."""
+    return bool(tf.config.list_logical_devices("GPU"))
+
+
 def _cpu_flags() -> list:
     """Return the vector-instruction flags that this machine's CPU supports."""
     try:
@@ -138,10 +143,10 @@ def _is_intact(path: pathlib.Path) -> bool:
 
 
 def _build(path: pathlib.Path) -> None:
-    """Compile the kernel into `path`, through a temporary file, so no reader sees half.
+    """Compile the kernel into `path` through a temporary file, so no process loads half.
 
     A failed compilation leaves `<library>.failed` with the compiler's message, so later
-    processes do not wait for the same failure; deleting that file makes them try again.
+    processes do not wait for the same failure. Deleting that file makes them try again.
     """
     failure = _failure_path(path)
     if failure.is_file():
@@ -246,8 +251,8 @@ def unavailable_reason(training) -> Optional[str]:
         return "the call is not a training call"
     if getattr(_disabled_depth, "value", 0) or _in_save_context():
         return "the graph is being exported"
-    # The kernel runs on CPU only; with a GPU, BlockLSTM keeps the work on the GPU.
-    if tf.config.list_logical_devices("GPU"):
+    # With a GPU, BlockLSTM keeps the work on the GPU.
+    if _gpu_visible():
         return "it runs on CPU only, and a GPU is visible"
     if _load() is None:
         explicitly_disabled = _state["reason"].startswith(_DISABLE_VARIABLE)
@@ -268,7 +273,7 @@ def unavailable_reason(training) -> Optional[str]:
 @tf.autograph.experimental.do_not_convert
 def status() -> str:
     """Return one line: whether the compiled kernel is in use, and if not, why."""
-    if tf.config.list_logical_devices("GPU"):
+    if _gpu_visible():
         return "SequentialExpert trains with BlockLSTM: the compiled kernel runs on CPU only, and a GPU is visible"
     module = _load()
     if module is not None:

@@ -151,8 +151,8 @@ def test_training_call_equals_loop(kernel_calls, return_sequences, use_mask, use
 @pytest.mark.parametrize("batch", [65, 200])
 @pytest.mark.parametrize("return_sequences", [True, False])
 def test_several_row_chunks_equal_loop(kernel_calls, batch, return_sequences):
-    # The kernel works in chunks of 64 rows, sorted by length; random masks give every
-    # chunk rows that end at different steps, and some rows with no valid step.
+    # The kernel works in chunks of 16-64 rows, sorted by length. Random masks give every
+    # chunk rows that end at different steps, and some rows without a valid step.
     rng = np.random.default_rng(batch)
     mask = rng.random((batch, TIME)) < 0.6
     mask[::7] = False

@@ -6,8 +6,8 @@
 // expert adds h_{t-1} U_e, and the gate arithmetic follows while the chunk's values are
 // still in the core's cache. The backward pass does the same in reverse and sums the
 // weight gradients in the same pass, so the gate gradients never go to memory. Rows must
-// come sorted by their number of valid steps, longest first; at step t the op works on
-// the rows that still have steps, a prefix of each chunk.
+// come sorted by their number of valid steps, longest first. At step t the op works only
+// on the rows that still have steps, which are a prefix of each chunk.
 //
 // Masks: the op reads each row's valid steps where they are (`step_positions`) and runs
 // over them only. At a padded step the output repeats the last valid step's output, and
@@ -86,6 +86,8 @@ Status CheckInputs(OpKernelContext* context, Sizes* sizes) {
   const Tensor& row_steps = context->input(4);
   const Tensor& source_rows = context->input(5);
   const Tensor& step_positions = context->input(6);
+
+  // Shapes of the inputs and weights.
   if (inputs.dims() != 3) {
     return InvalidArgument("inputs must be (batch, time, features). Received shape ",
                            inputs.shape().DebugString());
@@ -111,6 +113,8 @@ Status CheckInputs(OpKernelContext* context, Sizes* sizes) {
     return InvalidArgument("bias must be (experts * 4 * units,) = (", sizes->gate_row(),
                            ",). Received shape ", bias.shape().DebugString());
   }
+
+  // The row order that the layer derives from the mask.
   if (row_steps.shape() != TensorShape({sizes->batch}) ||
       source_rows.shape() != TensorShape({sizes->batch}) ||
       step_positions.shape() != TensorShape({sizes->batch, sizes->time})) {
@@ -123,6 +127,7 @@ Status CheckInputs(OpKernelContext* context, Sizes* sizes) {
                            step_positions.shape().DebugString(),
                            ". Pass a mask of the inputs' batch size and length.");
   }
+
   const int32_t* steps = row_steps.flat<int32_t>().data();
   const int32_t* rows = source_rows.flat<int32_t>().data();
   const int32_t* positions = step_positions.flat<int32_t>().data();
@@ -157,8 +162,8 @@ Status CheckInputs(OpKernelContext* context, Sizes* sizes) {
 // Rows per chunk. Chunks run their steps independently, on TensorFlow's threads, and a
 // chunk keeps one step's inputs, states and gates in the core's cache. The forward pass
 // uses 64 rows. The backward pass also keeps the chunk's gate gradients, so it uses fewer
-// rows for wide rows: 32 rows for 8 experts of 32 units took 9-13% less CPU time than 64
-// rows, and 64 rows stayed best for 4 experts (2 cores, TensorFlow 2.21).
+// rows for wide rows. With 8 experts of 32 units, 32 rows took 9-13% less CPU time than
+// 64 rows. With 4 experts, 64 rows stayed best (2 cores, TensorFlow 2.21).
 constexpr int64_t kForwardRows = 64;
 constexpr int64_t kBackwardFloats = 32 * 1024;
 
@@ -190,7 +195,7 @@ int64_t ChunkRows(const int32_t* steps, int64_t batch, int64_t t, int64_t first,
   return std::min(chunk, std::max<int64_t>(0, ActiveRows(steps, batch, t) - first));
 }
 
-// Where the sorted rows' values live in the caller's (batch, time, ...) tensors.
+// Locations of the sorted rows' values in the caller's (batch, time, ...) tensors.
 struct RowMap {
   const int32_t* steps;      // (batch,) valid steps per sorted row
   const int32_t* rows;       // (batch,) original row of each sorted row
@@ -223,11 +228,25 @@ void GatherInputs(const RowMap& map, const float* inputs, int64_t features, int6
   }
 }
 
-class MultiExpertLstmOp : public OpKernel {
+// Base of both ops: the `return_sequences` attribute and the shape of the layer's outputs.
+class MultiExpertLstmBase : public OpKernel {
  public:
-  explicit MultiExpertLstmOp(OpKernelConstruction* context) : OpKernel(context) {
+  explicit MultiExpertLstmBase(OpKernelConstruction* context) : OpKernel(context) {
     OP_REQUIRES_OK(context, context->GetAttr("return_sequences", &return_sequences_));
   }
+
+ protected:
+  TensorShape OutputShape(const Sizes& n) const {
+    return return_sequences_ ? TensorShape({n.batch, n.time, n.experts, n.units})
+                             : TensorShape({n.batch, n.experts, n.units});
+  }
+
+  bool return_sequences_;
+};
+
+class MultiExpertLstmOp : public MultiExpertLstmBase {
+ public:
+  using MultiExpertLstmBase::MultiExpertLstmBase;
 
   void Compute(OpKernelContext* context) override {
     Sizes n;
@@ -235,9 +254,7 @@ class MultiExpertLstmOp : public OpKernel {
     const RowMap map = RowMap::FromInputs(context, n.time);
 
     Tensor *outputs = nullptr, *hidden = nullptr, *cell = nullptr, *gates = nullptr;
-    const TensorShape output_shape =
-        return_sequences_ ? TensorShape({n.batch, n.time, n.experts, n.units})
-                          : TensorShape({n.batch, n.experts, n.units});
+    const TensorShape output_shape = OutputShape(n);
     OP_REQUIRES_OK(context, context->allocate_output(0, output_shape, &outputs));
     OP_REQUIRES_OK(context, context->allocate_output(
                                 1, TensorShape({n.time, n.batch, n.experts, n.units}), &hidden));
@@ -356,16 +373,11 @@ class MultiExpertLstmOp : public OpKernel {
               kForwardRows * n.time * n.gate_row() * (2 * n.features + 2 * units + 30),
               run_chunk);
   }
-
- private:
-  bool return_sequences_;
 };
 
-class MultiExpertLstmGradOp : public OpKernel {
+class MultiExpertLstmGradOp : public MultiExpertLstmBase {
  public:
-  explicit MultiExpertLstmGradOp(OpKernelConstruction* context) : OpKernel(context) {
-    OP_REQUIRES_OK(context, context->GetAttr("return_sequences", &return_sequences_));
-  }
+  using MultiExpertLstmBase::MultiExpertLstmBase;
 
   void Compute(OpKernelContext* context) override {
     Sizes n;
@@ -376,9 +388,7 @@ class MultiExpertLstmGradOp : public OpKernel {
     const Tensor& gates = context->input(9);  // (time, batch, experts, 4 * units)
     const Tensor& outputs_grad = context->input(10);  // the shape of the op's outputs
     const TensorShape state_shape({n.time, n.batch, n.experts, n.units});
-    const TensorShape output_shape =
-        return_sequences_ ? TensorShape({n.batch, n.time, n.experts, n.units})
-                          : TensorShape({n.batch, n.experts, n.units});
+    const TensorShape output_shape = OutputShape(n);
     OP_REQUIRES(context,
                 hidden.shape() == state_shape && cell.shape() == state_shape &&
                     gates.shape() ==
@@ -546,9 +556,6 @@ class MultiExpertLstmGradOp : public OpKernel {
       total_bias += chunk_bias_grads[index];
     }
   }
-
- private:
-  bool return_sequences_;
 };
 
 }  // namespace
