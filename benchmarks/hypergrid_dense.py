@@ -1,9 +1,12 @@
 """Time HyperGridDense against a Dense layer of the same shape and a naive version.
 
 The naive version builds every example's gated kernel, W_b = W * expand(gate_b), and
-applies it with a batched matrix product. HyperGridDense never forms that kernel. It
-sums gated row-block products or concatenates column-block products of gated inputs
-(see its docstring). The "block matmuls" variant runs the same block matrix products as
+applies it with a batched matrix product. HyperGridDense never forms that kernel. In
+training calls on CPU it runs its compiled gated product, which applies the gate inside
+the tiles of the matrix product. Elsewhere it sums gated row-block products or
+concatenates column-block products of gated inputs (the block forms, see its docstring),
+which the "block forms" variant (`compiled_kernel=False`) runs in every call. The "block
+matmuls" variant runs the same block matrix products as
 HyperGridDense's chosen loop without the gate, which bounds from below what that loop
 can cost. Inputs are `(batch, positions, features)`, as in the feed-forward block of a
 transformer. The gate is conditioned on a different vector per example, which the block
@@ -14,8 +17,9 @@ by task first, as `mtl.models.hypergrid_transformer` does, so that the layer nee
 reorder its inputs and outputs. The table also names the computation that the default,
 `task_kernels="auto"`, chooses for the case.
 
-Each case times a forward pass and a training step (forward, gradients of all weights
-and of the inputs, SGD update of the weights), each compiled with `tf.function`. The
+Each case times a forward pass of an inference call, the forward pass of a training call
+(`training=True`), and a training step (a training call, gradients of all weights and of
+the inputs, SGD update of the weights), each compiled with `tf.function`. The
 variants are interleaved in rounds so that machine load affects them alike. Each round
 records the process CPU time (`time.process_time`, all threads of this process) and the
 wall-clock time, and the table reports the fastest round of each. CPU time is the main
@@ -74,7 +78,10 @@ def _variants(tf, mtl, keras, features, units, block_shape, task_ids):
     """
     dense = keras.layers.Dense(units)
     grid = mtl.HyperGridDense(units, block_shape=block_shape, mode="LG")
-    by_task = mtl.HyperGridDense(units, block_shape=block_shape, mode="LG", task_kernels=True)
+    blocks = mtl.HyperGridDense(units, block_shape=block_shape, mode="LG", compiled_kernel=False)
+    by_task = mtl.HyperGridDense(
+        units, block_shape=block_shape, mode="LG", task_kernels=True, compiled_kernel=False
+    )
     task_table = tf.constant(
         np.random.default_rng(1).normal(size=(NUM_TASKS, CONDITIONING_DIM)).astype("float32")
     )
@@ -113,6 +120,7 @@ def _variants(tf, mtl, keras, features, units, block_shape, task_ids):
     return {
         "Dense": (lambda: dense.trainable_weights, lambda inputs, conditioning: dense(inputs)),
         "HyperGridDense": (lambda: grid.trainable_weights, grid),
+        "block forms": (lambda: blocks.trainable_weights, blocks),
         "task ids": (
             lambda: by_task.trainable_weights,
             lambda inputs, conditioning: by_task(inputs, task_conditioning, task_ids),
@@ -126,27 +134,39 @@ def _variants(tf, mtl, keras, features, units, block_shape, task_ids):
     }, (grid, by_task)
 
 
-def _compiled(tf, weights, apply, inputs, conditioning):
+def _compiled(tf, name, weights, apply, inputs, conditioning):
     apply(inputs, conditioning)  # build the weights
     variables = weights()
 
+    def call(training):
+        if name in ("HyperGridDense", "block forms"):
+            return apply(inputs, conditioning, training=training)
+        return apply(inputs, conditioning)
+
     @tf.function
     def forward():
-        return apply(inputs, conditioning)
+        return call(training=False)
+
+    @tf.function
+    def training_forward():
+        return call(training=True)
 
     @tf.function
     def train_step():
         # The inputs' gradient is part of the step because inside a model the layer
-        # passes it on to the layers below.
+        # passes it on to the layers below. `training=True`, as `fit` passes it.
         with tf.GradientTape() as tape:
             tape.watch(inputs)
-            loss = tf.reduce_mean(tf.square(apply(inputs, conditioning)))
+            loss = tf.reduce_mean(tf.square(call(training=True)))
         gradients = tape.gradient(loss, variables + [inputs])
         for variable, gradient in zip(variables, gradients[:-1]):
             variable.assign_sub(1e-3 * gradient)
         return loss, gradients[-1]
 
-    return {"forward": forward, "training step": train_step}
+    functions = {"forward": forward, "training step": train_step}
+    if name in ("Dense", "HyperGridDense"):
+        functions["forward, training call"] = training_forward
+    return functions
 
 
 def _time(function, calls):
@@ -174,7 +194,7 @@ def run_case(tf, mtl, keras, case, rounds, calls):
     functions = {}
     variants, (grid, by_task) = _variants(tf, mtl, keras, features, units, block_shape, task_ids)
     for name, (weights, apply) in variants.items():
-        for phase, function in _compiled(tf, weights, apply, inputs, conditioning).items():
+        for phase, function in _compiled(tf, name, weights, apply, inputs, conditioning).items():
             function()  # trace
             functions[(name, phase)] = function
     samples = {key: [] for key in functions}
@@ -186,12 +206,14 @@ def run_case(tf, mtl, keras, case, rounds, calls):
         for key, values in samples.items()
     }
     form = "row blocks" if grid._uses_row_blocks() else "column blocks"
+    inputs_3d = tf.reshape(inputs, (batch, positions, features))
+    compiled = grid._runs_compiled_product(inputs_3d, positions, training=True)
     # The choice of task_kernels="auto" for these shapes, given the number of tasks as
     # hypergrid_transformer gives it. `by_task` itself forces the per-task path.
     auto = mtl.HyperGridDense(units, block_shape=block_shape, mode="LG", num_tasks=NUM_TASKS)
     auto(inputs[:1], conditioning[:1])
     task_path = "per-task kernels" if auto._runs_task_kernels(batch, positions) else form
-    return times, form, task_path
+    return times, form, task_path, compiled
 
 
 def main(argv):
@@ -205,27 +227,33 @@ def main(argv):
     cases = QUICK_CASES if FLAGS.quick else CASES
     rounds, calls = (2, 2) if FLAGS.quick else (FLAGS.rounds, FLAGS.calls)
     rows = [
-        "| batch × positions | features → units | block | form | phase | Dense (CPU ms) "
-        "| HyperGridDense (CPU ms) | HyperGridDense / Dense | block matmuls / Dense "
-        "| naive / Dense | task ids, auto path | task ids / Dense | sorted task ids / Dense |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| batch × positions | features → units | block | phase | path | Dense (CPU ms) "
+        "| HyperGridDense (CPU ms) | HyperGridDense / Dense | block forms / Dense "
+        "| block matmuls / Dense | naive / Dense | task ids, auto path | task ids / Dense "
+        "| sorted task ids / Dense |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for case in cases:
+    for index, case in enumerate(cases):
         batch, positions, features, units, block_shape = case
-        logging.info("Timing %s", case)
-        times, form, task_path = run_case(tf, mtl, keras, case, rounds, calls)
-        for phase in ("forward", "training step"):
+        logging.info("Timing case %d of %d: %s", index + 1, len(cases), case)
+        times, form, task_path, compiled = run_case(tf, mtl, keras, case, rounds, calls)
+        for phase in ("forward", "forward, training call", "training step"):
             dense, dense_wall = times[("Dense", phase)]
 
             def ratio(name):
+                if (name, phase) not in times:
+                    return "–"
                 cpu, wall = times[(name, phase)]
                 return f"{cpu / dense:.2f} ({wall / dense_wall:.2f})"
 
+            path = "compiled" if compiled and phase != "forward" else form
             rows.append(
                 f"| {batch} × {positions} | {features} → {units} | {block_shape[0]}×{block_shape[1]} "
-                f"| {form} | {phase} | {1e3 * dense:.2f} | {1e3 * times[('HyperGridDense', phase)][0]:.2f} "
-                f"| {ratio('HyperGridDense')} | {ratio('block matmuls')} | {ratio('naive')} "
-                f"| {task_path} | {ratio('task ids')} | {ratio('sorted task ids')} |"
+                f"| {phase} | {path} | {1e3 * dense:.2f} "
+                f"| {1e3 * times[('HyperGridDense', phase)][0]:.2f} "
+                f"| {ratio('HyperGridDense')} | {ratio('block forms')} | {ratio('block matmuls')} "
+                f"| {ratio('naive')} | {task_path} | {ratio('task ids')} "
+                f"| {ratio('sorted task ids')} |"
             )
             logging.info("%s %s: %s", case, phase, rows[-1])
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
@@ -238,9 +266,14 @@ def main(argv):
             f"{load:.1f} at the end of the run), TensorFlow {tf.__version__}, mode LG, float32, "
             f"fastest of {rounds} rounds of {calls} calls. "
             "Times are process CPU time (all threads), and each ratio is followed by the "
-            "wall-clock ratio in brackets. The training step includes the gradient of the "
-            "inputs. Target: HyperGridDense at most 1.3× Dense. Form: the loop that the layer "
-            "chose. Block matmuls: the matrix products of that loop without the gate and its "
+            "wall-clock ratio in brackets. Target: HyperGridDense at most 1.3× Dense. "
+            "Phases: forward is an inference call; forward, training call is the forward "
+            "pass alone of a call with `training=True`; the training step is a call with "
+            "`training=True`, the gradients of the weights and inputs, and an SGD update. "
+            "Path: what HyperGridDense ran, the compiled gated product (training calls on "
+            "CPU, see docs/hypergrid.md) or the block form it chose (column blocks or row "
+            "blocks). Block forms: the layer with `compiled_kernel=False`. Block matmuls: "
+            "the matrix products of the block form without the gate and its "
             "multiplications, a lower bound on the cost of the form. The naive version forms "
             "one gated kernel per example. Task ids: the layer with `task_kernels=True`, "
             f"conditioned on the embeddings of {NUM_TASKS} tasks mixed at random and called "

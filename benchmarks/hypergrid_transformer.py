@@ -4,10 +4,13 @@ Three models from `mtl.models.hypergrid_transformer`, with the same sizes, are t
 one batch that mixes 5 tasks:
 
 - "dense": `feed_forward="dense"`, the vanilla multi-task baseline;
-- "block forms": HyperGrid with `task_kernels=False` in every `HyperGridDense`, which
-  gates each example's kernel block by block;
-- "per-task kernels": HyperGrid as the builder makes it, which sorts the batch by task
-  and forms one gated kernel per task.
+- "block forms": HyperGrid with `task_kernels=False` and `compiled_kernel=False` in
+  every `HyperGridDense`, which gates each example's kernel block by block;
+- "per-task kernels": HyperGrid with `compiled_kernel=False`, which sorts the batch by task
+  and forms one gated kernel per task;
+- "compiled": HyperGrid as the builder makes it, whose training calls on CPU run the
+  compiled gated product (one op that applies the gate inside the tiles of the matrix
+  product).
 
 Each model's `train_on_batch` (forward, loss, gradients, Adam update) is timed in
 interleaved rounds, and the table reports the fastest round by process CPU time
@@ -44,7 +47,7 @@ BLOCK_SHAPE = (16, 16)
 QUICK_BLOCK_SHAPE = (8, 8)
 
 
-def _model(mtl, keras, size, block_shape, feed_forward, task_kernels):
+def _model(mtl, keras, size, block_shape, feed_forward, task_kernels, compiled_kernel=True):
     d_model, d_ff, sequence_length, _ = size
     keras.utils.set_random_seed(0)
     tasks = [mtl.tasks.TaskSpec(f"task_{index}") for index in range(NUM_TASKS)]
@@ -63,6 +66,7 @@ def _model(mtl, keras, size, block_shape, feed_forward, task_kernels):
         for sublayer in layer._flatten_layers():
             if isinstance(sublayer, mtl.HyperGridDense):
                 sublayer.task_kernels = task_kernels
+                sublayer.compiled_kernel = compiled_kernel
     model.compile(optimizer="adam", loss={task.name: task.loss() for task in tasks})
     return model
 
@@ -86,8 +90,9 @@ def run_size(mtl, keras, size, block_shape, rounds, steps):
     """Return {model name: fastest CPU seconds per training step} for one size."""
     models = {
         "dense": _model(mtl, keras, size, block_shape, "dense", "auto"),
-        "block forms": _model(mtl, keras, size, block_shape, "hypergrid", False),
-        "per-task kernels": _model(mtl, keras, size, block_shape, "hypergrid", "auto"),
+        "block forms": _model(mtl, keras, size, block_shape, "hypergrid", False, False),
+        "per-task kernels": _model(mtl, keras, size, block_shape, "hypergrid", "auto", False),
+        "compiled": _model(mtl, keras, size, block_shape, "hypergrid", "auto"),
     }
     inputs, labels, weights = _batch(size)
     for model in models.values():
@@ -116,8 +121,9 @@ def main(argv):
     rounds, steps = (2, 2) if FLAGS.quick else (FLAGS.rounds, FLAGS.steps)
     rows = [
         "| d_model | d_ff | tokens | batch | Dense model (CPU ms/step) "
-        "| HyperGrid, block forms / Dense | HyperGrid, per-task kernels / Dense |",
-        "|---|---|---|---|---|---|---|",
+        "| HyperGrid, block forms / Dense | HyperGrid, per-task kernels / Dense "
+        "| HyperGrid, compiled / Dense |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for size in sizes:
         logging.info("Timing %s", size)
@@ -126,7 +132,8 @@ def main(argv):
         d_model, d_ff, sequence_length, batch = size
         rows.append(
             f"| {d_model} | {d_ff} | {sequence_length} | {batch} | {1e3 * dense:.1f} "
-            f"| {times['block forms'] / dense:.2f} | {times['per-task kernels'] / dense:.2f} |"
+            f"| {times['block forms'] / dense:.2f} | {times['per-task kernels'] / dense:.2f} "
+            f"| {times['compiled'] / dense:.2f} |"
         )
         logging.info("%s: %s", size, rows[-1])
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
@@ -145,9 +152,10 @@ def main(argv):
             f"`train_on_batch` with Adam on one batch that mixes {NUM_TASKS} tasks, 2 encoder "
             f"blocks, {block_shape[0]}×{block_shape[1]} blocks, mode LG; fastest of {rounds} "
             f"rounds of {steps} steps, by process CPU time. Block forms: every "
-            "`HyperGridDense` with `task_kernels=False`. Per-task kernels: the model as "
-            "`hypergrid_transformer` builds it, which sorts the batch by task and forms one "
-            "gated kernel per task.",
+            "`HyperGridDense` with `task_kernels=False` and `compiled_kernel=False`. Per-task "
+            "kernels: with `compiled_kernel=False`; the model sorts the batch by task and "
+            "forms one gated kernel per task. Compiled: the model as `hypergrid_transformer` "
+            "builds it, whose training calls run the compiled gated product.",
             "",
             *rows,
         ]

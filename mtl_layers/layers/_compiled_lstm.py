@@ -1,11 +1,13 @@
-"""The compiled multi-expert LSTM kernel: build, load and run `kernels/multi_expert_lstm.cc`.
+"""The package's compiled kernels: build and load `kernels/*.cc`; run the multi-expert LSTM.
 
 `SequentialExpert` trains fastest with one op that runs the recurrence of all its experts,
-forward and backward. TensorFlow has no such op, so the package ships its C++ source and
-compiles it on first use with the local C++ compiler against the installed TensorFlow
-(`tf.sysconfig`), like a TensorFlow custom op. The library is cached per TensorFlow
-version, source and compiler flags under `$MTL_LAYERS_KERNEL_DIR` (default
-`~/.cache/mtl_layers/kernels`), so later processes only load it.
+forward and backward, and `HyperGridDense` with one op that gates its kernel inside the
+tiles of the matrix product (`_compiled_hypergrid`). TensorFlow has no such ops, so the
+package ships their C++ source and compiles it on first use, into one library, with the
+local C++ compiler against the installed TensorFlow (`tf.sysconfig`), like a TensorFlow
+custom op. The library is cached per TensorFlow version, source and compiler flags under
+`$MTL_LAYERS_KERNEL_DIR` (default `~/.cache/mtl_layers/kernels`), so later processes only
+load it.
 
 The kernel is used for training calls only (`training=True`, as `fit` and
 `train_on_batch` pass it). Inference calls run TensorFlow's own `BlockLSTM`, and so do the
@@ -29,7 +31,8 @@ from typing import Optional
 import tensorflow as tf
 from absl import logging
 
-_SOURCE = pathlib.Path(__file__).resolve().parent / "kernels" / "multi_expert_lstm.cc"
+_KERNELS = pathlib.Path(__file__).resolve().parent / "kernels"
+_SOURCES = (_KERNELS / "multi_expert_lstm.cc", _KERNELS / "hypergrid_matmul.cc")
 _DISABLE_VARIABLE = "MTL_LAYERS_COMPILED_KERNELS"
 _DIR_VARIABLE = "MTL_LAYERS_KERNEL_DIR"
 _BUILD_SECONDS = 300
@@ -98,7 +101,8 @@ def _build_command(output: pathlib.Path) -> list:
         _compiler()
         + ["-O3", "-shared", "-fPIC", "-w"]
         + _cpu_flags()
-        + [str(_SOURCE), "-o", str(output)]
+        + [str(source) for source in _SOURCES]
+        + ["-o", str(output)]
         + tf.sysconfig.get_compile_flags()
         + tf.sysconfig.get_link_flags()
     )
@@ -107,12 +111,13 @@ def _build_command(output: pathlib.Path) -> list:
 def library_path() -> pathlib.Path:
     """Return where the compiled library for this TensorFlow, source and compiler is cached."""
     digest = hashlib.sha256()
-    digest.update(_SOURCE.read_bytes())
+    for source in _SOURCES:
+        digest.update(source.read_bytes())
     digest.update(" ".join(_build_command(pathlib.Path("out.so"))).encode())
     cache = pathlib.Path(
         os.environ.get(_DIR_VARIABLE) or pathlib.Path.home() / ".cache" / "mtl_layers" / "kernels"
     ).expanduser()
-    return cache / f"multi_expert_lstm-tf{tf.__version__}-{digest.hexdigest()[:16]}.so"
+    return cache / f"mtl_layers_kernels-tf{tf.__version__}-{digest.hexdigest()[:16]}.so"
 
 
 def _digest_path(path: pathlib.Path) -> pathlib.Path:
@@ -165,8 +170,9 @@ def _build(path: pathlib.Path) -> None:
         command = _build_command(output)
         # A warning, because the first training call waits for it (10-30 s).
         logging.warning(
-            "Compiling the multi-expert LSTM kernel of SequentialExpert into %s; this "
-            "happens once per TensorFlow version, kernel source and compiler.",
+            "Compiling the training kernels of SequentialExpert (the multi-expert LSTM "
+            "kernel) and HyperGridDense into %s; this happens once per TensorFlow version, "
+            "kernel source and compiler.",
             path,
         )
         result = subprocess.run(
@@ -237,10 +243,17 @@ def _register_gradient(module) -> None:
         # No gradient for row_steps, source_rows and step_positions.
         return list(grads) + [None, None, None]
 
-    try:
-        tf.RegisterGradient("MtlLayersMultiExpertLstm")(gradient)
-    except KeyError:  # Registered by an earlier load in this process.
-        pass
+    def hypergrid_gradient(op, outputs_grad):
+        return list(module.mtl_layers_hyper_grid_matmul_grad(*op.inputs, outputs_grad))
+
+    for op_name, function in (
+        ("MtlLayersMultiExpertLstm", gradient),
+        ("MtlLayersHyperGridMatmul", hypergrid_gradient),
+    ):
+        try:
+            tf.RegisterGradient(op_name)(function)
+        except KeyError:  # Registered by an earlier load in this process.
+            pass
 
 
 @tf.autograph.experimental.do_not_convert

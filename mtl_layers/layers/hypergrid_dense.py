@@ -4,7 +4,7 @@ import numbers
 from typing import Sequence
 
 from mtl_layers.compat import keras, ops, register_serializable
-from mtl_layers.layers import _runtime_checks, _task_kernels, _validation
+from mtl_layers.layers import _compiled_hypergrid, _runtime_checks, _task_kernels, _validation
 from mtl_layers.layers._initializers import copy_initializer
 
 MODES = ("LG", "GL", "LL", "GG")
@@ -61,7 +61,7 @@ class HyperGridDense(keras.layers.Layer):
     passes; in the paper it is computed from the task-prefix representation. The
     initializers are this library's choice.
 
-    The layer never forms a per-example kernel. With the input split into `grid_rows`
+    The layer never writes a per-example kernel to memory. With the input split into `grid_rows`
     row blocks x_i, the output column block j is
 
         y_j = sum_i gate[i, j] * (x_i W_ij),
@@ -85,16 +85,24 @@ class HyperGridDense(keras.layers.Layer):
     sorted by task), this path measured 1.11-1.24x a Dense layer's forward pass and
     training step from 64 x 64 positions on, for blocks from 32x32 to 256x256.
 
-    NOTE: small batches, and a different conditioning vector for every example, cost
-    more than 1.3x a Dense layer of the same shape on CPU. At 8 x 64 positions the
-    cheaper of the two paths measured 1.24-1.48x (forward) and 1.31-1.69x (training
-    step), because forming the task kernels costs nearly as much as the product. Without
-    task ids (as with `conditioning_source="prefix"` in the transformer) the block forms
-    run. Their extra elementwise work is about 1/max(block_rows, block_cols) of the
-    matmul's multiply-adds but is memory-bound, and the narrow block matmuls run slower
-    per FLOP than one wide matmul: 32x32 blocks measured 2.13-2.32x forward and
-    2.71-3.74x for a training step, 32x64 blocks 1.63-2.40x, 128x64 blocks 1.42-1.60x,
-    and blocks of 256 rows 1.11-1.38x. docs/hypergrid.md has the tables.
+    In training calls (`training=True`, as `fit` passes it) on CPU, the layer runs a
+    compiled TensorFlow op instead (`compiled_kernel`, below). It forms each example's
+    gated kernel 32 columns at a time in a buffer that stays in the core's cache, inside
+    the tiles of the matrix product, and its gradient op does the same for the input gradient and sums the kernel
+    and gate gradients in one pass. Its cost does not depend on the block shape. The op is
+    built from the package's C++ source on first use, like SequentialExpert's kernel
+    (docs/hypergrid.md). It needs float32, features and units that are multiples of 32,
+    and at least 16 positions per example. Inference calls and every graph that a
+    SavedModel keeps run the block forms or the per-task kernels, so TF Serving needs
+    nothing extra.
+
+    NOTE: inference calls with a different conditioning vector for every example, and
+    small batches, cost more than 1.3x a Dense layer of the same shape on CPU: 32x32
+    blocks measured 2.13-2.32x, 32x64 blocks 1.63-1.77x, 128x64 blocks 1.42-1.56x,
+    and blocks of 256 rows 1.11-1.32x (`benchmarks/hypergrid_dense.py`). The block forms'
+    extra elementwise work is about 1/max(block_rows, block_cols) of the matmul's
+    multiply-adds but is memory-bound, and the narrow block matmuls run slower per FLOP
+    than one wide matmul. docs/hypergrid.md has the tables.
 
     Args:
         units: Output size, an integer >= 1.
@@ -124,6 +132,12 @@ class HyperGridDense(keras.layers.Layer):
             always run a block form.
         num_tasks: The number of distinct task ids that calls pass, or None (the default)
             if unknown. Only the `task_kernels="auto"` choice reads it.
+        compiled_kernel: Whether training calls may run the compiled gated product
+            (default True). It runs where it can (TensorFlow backend, CPU, outside XLA,
+            float32, features and units multiples of 32, 16 or more positions) and the
+            block forms or per-task kernels run elsewhere. Where the op cannot be built,
+            training calls log one warning and run the block forms. False always runs
+            them. All choices compute the same function.
         **kwargs: Base layer keyword arguments such as `name` and `dtype`.
 
     Call arguments:
@@ -137,6 +151,8 @@ class HyperGridDense(keras.layers.Layer):
             path, a task whose examples have different conditioning vectors raises
             InvalidArgumentError at run time. The block forms do not check this.
             Ignored in `"GG"` mode, where the gate is the same for every example.
+        training: Whether the call is a training call. Only training calls may run the
+            compiled gated product; the result is the same either way.
 
     Output shape:
         `(batch_size, ..., units)`.
@@ -169,6 +185,7 @@ class HyperGridDense(keras.layers.Layer):
         bias_regularizer=None,
         task_kernels="auto",
         num_tasks=None,
+        compiled_kernel: bool = True,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -192,6 +209,7 @@ class HyperGridDense(keras.layers.Layer):
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
         self.bias_regularizer = keras.regularizers.get(bias_regularizer)
         self.task_kernels = _validation.check_auto_or_bool("task_kernels", task_kernels)
+        self.compiled_kernel = _validation.check_bool("compiled_kernel", compiled_kernel)
         self.num_tasks = None
         if num_tasks is not None:
             self.num_tasks = _validation.check_positive_int("num_tasks", num_tasks)
@@ -323,7 +341,7 @@ class HyperGridDense(keras.layers.Layer):
             "conditioning=None. Call the layer as layer(inputs, conditioning)."
         )
 
-    def call(self, inputs, conditioning=None, task_ids=None):
+    def call(self, inputs, conditioning=None, task_ids=None, training=None):
         _validation.check_feature_count(self, inputs, self.kernel.shape[0])
         if self.mode == "GG":
             outputs = self._call_global(inputs)
@@ -338,7 +356,7 @@ class HyperGridDense(keras.layers.Layer):
                 _validation.check_feature_count(
                     self, conditioning, projection.kernel.shape[0], "conditioning"
                 )
-            outputs = self._call_local(inputs, conditioning, task_ids)
+            outputs = self._call_local(inputs, conditioning, task_ids, training)
         if self.use_bias:
             outputs = outputs + self.bias
         if self.activation is not None:
@@ -357,7 +375,7 @@ class HyperGridDense(keras.layers.Layer):
         outputs = ops.matmul(ops.reshape(inputs, (-1, self.kernel.shape[0])), kernel)
         return ops.reshape(outputs, tuple(input_shape[:-1]) + (self.units,))
 
-    def _call_local(self, inputs, conditioning, task_ids):
+    def _call_local(self, inputs, conditioning, task_ids, training=None):
         input_shape = ops.shape(inputs)
         input_rank = len(inputs.shape)
         batch_size = input_shape[0]
@@ -371,13 +389,27 @@ class HyperGridDense(keras.layers.Layer):
         # An empty batch takes the block form: eager TensorFlow cannot concatenate the
         # results of zero groups.
         runs_task_kernels = task_ids is not None and inputs.shape[0] != 0
-        if runs_task_kernels and self._runs_task_kernels(inputs.shape[0], positions):
+        if self._runs_compiled_product(inputs, positions, training):
+            # y_b = x_b (W * expand(gate_b)), the gate applied inside the product's tiles.
+            gate = ops.cast(self.compute_gate(conditioning), "float32")
+            outputs = _compiled_hypergrid.run(inputs, self.kernel, gate)
+        elif runs_task_kernels and self._runs_task_kernels(inputs.shape[0], positions):
             outputs = _task_kernels.gated_outputs(self, inputs, conditioning, task_ids)
         else:
             outputs = self._block_form(inputs, self.compute_gate(conditioning))
         if input_rank == 2:
             return ops.reshape(outputs, (batch_size, self.units))
         return ops.reshape(outputs, tuple(input_shape[:-1]) + (self.units,))
+
+    def _runs_compiled_product(self, inputs, positions, training):
+        """Return whether this call runs the compiled gated product (training calls only)."""
+        if not self.compiled_kernel:
+            return False
+        features = self.kernel.shape[0]
+        reason = _compiled_hypergrid.shape_reason(features, self.units, positions, inputs.dtype)
+        if reason is not None or "float32" not in str(self.kernel.dtype):
+            return False
+        return _compiled_hypergrid.unavailable_reason(training) is None
 
     def _runs_task_kernels(self, batch_size, positions):
         """Return whether this call takes the per-task kernels, or raise if it must and cannot.
@@ -525,6 +557,7 @@ class HyperGridDense(keras.layers.Layer):
                 "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
                 "task_kernels": self.task_kernels,
                 "num_tasks": self.num_tasks,
+                "compiled_kernel": self.compiled_kernel,
             }
         )
         return config

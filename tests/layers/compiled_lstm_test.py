@@ -293,7 +293,7 @@ def test_library_is_built_once_per_cache(tmp_path, compiled_kernel):
         for _ in range(2)
     ]
     assert "compiled multi-expert kernel" in outputs[0].stdout
-    assert "Compiling the multi-expert LSTM kernel" in outputs[0].stderr
+    assert "Compiling the training kernels of SequentialExpert" in outputs[0].stderr
     assert "Compiling" not in outputs[1].stderr
     assert list((tmp_path / "kernels").glob("*.so"))
     assert "True" in outputs[1].stdout

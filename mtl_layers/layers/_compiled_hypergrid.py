@@ -1,0 +1,91 @@
+"""The compiled gated product of `HyperGridDense`: `kernels/hypergrid_matmul.cc`.
+
+HyperGridDense computes y_b = x_b (W * expand(gate_b)) for every example b. Without a
+kernel of its own it runs one of its block forms, whose elementwise work is memory-bound
+and costs more than the product itself for small blocks on CPU. The compiled op applies
+the gate while it packs the kernel into the tiles of its matrix product, so the gated
+kernel is formed 32 columns at a time in the core's cache and never written to memory.
+Its gradient op computes the input gradient the same way, and the kernel and gate
+gradients in one pass over each example's product x_b^T dy_b.
+
+The op is built into the same library as SequentialExpert's kernel (`_compiled_lstm`) and
+follows the same rules: training calls only (`training=True`, as `fit` and
+`train_on_batch` pass it), CPU, float32, TensorFlow backend outside XLA, and never in a
+graph that an export or SavedModel keeps, so TF Serving needs nothing extra. It also
+needs features and units that are multiples of 32, and at least 16 positions per example;
+the block forms run everywhere else.
+"""
+
+from typing import Optional
+
+import tensorflow as tf
+from absl import logging
+
+from mtl_layers.compat import backend_name, in_xla_context
+from mtl_layers.layers import _compiled_lstm
+
+# Columns of the op's packed panels: features and units must be multiples of this.
+PANEL = 32
+# Fewer positions per example than this leave too few rows to amortise forming each
+# example's gated kernel, and the block forms are faster.
+MIN_POSITIONS = 16
+
+_warned = {"value": False}
+
+
+def shape_reason(features: int, units: int, positions: Optional[int], dtype) -> Optional[str]:
+    """Return why the op cannot take these static sizes, or None when it can."""
+    if "float32" not in str(dtype):
+        return f"it computes in float32, and the inputs are {dtype}"
+    if features % PANEL or units % PANEL:
+        return (
+            f"it needs features and units that are multiples of {PANEL}, and they are "
+            f"{features} and {units}"
+        )
+    if positions is None or positions < MIN_POSITIONS:
+        return f"it needs at least {MIN_POSITIONS} positions per example (known when traced)"
+    return None
+
+
+@tf.autograph.experimental.do_not_convert
+def unavailable_reason(training) -> Optional[str]:
+    """Return why this call cannot use the compiled op, or None when it can."""
+    if backend_name() != "tensorflow":
+        return f"it is a TensorFlow op, and the Keras backend is {backend_name()!r}"
+    if in_xla_context():
+        return "XLA compiles this call"
+    if not (isinstance(training, (bool, int)) and training):
+        return "the call is not a training call"
+    if getattr(_compiled_lstm._disabled_depth, "value", 0) or _compiled_lstm._in_save_context():
+        return "the graph is being exported"
+    if _compiled_lstm._gpu_visible():
+        return "it runs on CPU only, and a GPU is visible"
+    if _compiled_lstm._load() is None:
+        reason = _compiled_lstm._state["reason"]
+        if not _warned["value"] and not reason.startswith(_compiled_lstm._DISABLE_VARIABLE):
+            _warned["value"] = True
+            logging.warning(
+                "HyperGridDense trains with its block forms instead of the compiled gated "
+                "product because %s. Results are the same; training steps with small "
+                "blocks take longer. Set %s=0 to skip the compiled kernels without this "
+                "warning.",
+                reason,
+                _compiled_lstm._DISABLE_VARIABLE,
+            )
+        return reason
+    return None
+
+
+@tf.autograph.experimental.do_not_convert
+def run(inputs, kernel, gate):
+    """Return `y[b] = inputs[b] (kernel * expand(gate[b]))`.
+
+    Args:
+        inputs: `(batch, positions, features)` float32.
+        kernel: `(features, units)` float32.
+        gate: `(batch, grid_rows, grid_cols)` float32, one value per block of the kernel.
+
+    Returns:
+        `(batch, positions, units)` float32.
+    """
+    return _compiled_lstm._load().mtl_layers_hyper_grid_matmul(inputs, kernel, gate)
