@@ -53,6 +53,12 @@ typedef float Vector __attribute__((vector_size(64), aligned(4), may_alias));
 
 constexpr int64_t kPanel = 32;     // columns of one packed panel: two vectors
 constexpr int kRowsPerTile = 12;   // rows of one register tile: 12 x 32 accumulators
+// Rows of a tile that keeps two sets of accumulators (a partial product and the gated total).
+constexpr int kGatedRowsPerTile = 6;
+// Column blocks narrower than this make the per-block gating of the gradient's partial
+// products cost more than forming each example's gated kernel, so the gradient op does
+// the latter for them.
+constexpr int64_t kMinGatedColumns = 16;
 
 inline Vector Load(const float* p) { return *reinterpret_cast<const Vector*>(p); }
 inline void Store(float* p, Vector v) { *reinterpret_cast<Vector*>(p) = v; }
@@ -257,11 +263,282 @@ class HyperGridMatmulGradOp : public OpKernel {
     std::fill(dgate, dgate + n.batch * n.grid_rows * n.grid_cols, 0.0f);
     if (n.batch == 0 || n.positions == 0) return;
 
-    InputsGrad(context, n, kernel, gate, dy, dx);
-    KernelAndGateGrad(context, n, x, kernel, gate, dy, dkernel, dgate);
+    if (n.block_cols() >= kMinGatedColumns) {
+      InputsAndGateGrad(context, n, x, kernel, gate, dy, dx, dgate);
+      KernelGrad(context, n, x, gate, dy, dkernel);
+    } else {
+      InputsGrad(context, n, kernel, gate, dy, dx);
+      KernelAndGateGrad(context, n, x, kernel, gate, dy, dkernel, dgate);
+    }
   }
 
  private:
+  // dx_b = sum_j expand(gate_b[:, j]) * (dy_b[:, block j] W[:, block j]^T), with
+  // dgate_b[i, j] = sum over the positions and the features f of row block i of
+  // x_b[:, f] * (dy_b[:, block j] W[f, block j]^T). One item per (example, panel of 32
+  // features). The panels of W^T are packed once for all examples, and each column block's
+  // partial product Z_j stays in registers while the gate scales it into dx and x meets it
+  // for dgate, so no example's gated kernel is formed.
+  static void InputsAndGateGrad(OpKernelContext* context, const Sizes& n, const float* x,
+                                const float* kernel, const float* gate, const float* dy,
+                                float* dx, float* dgate) {
+    const int64_t panels = n.features / kPanel;
+    const int64_t features = n.features, units = n.units;
+
+    // packed[q][u][0:32] = W[32 q : 32 q + 32, u], built in squares of 32 x 32.
+    std::unique_ptr<float[]> packed(new float[features * units]);
+    float* packed_data = packed.get();
+    Parallel(context, panels, 2 * units * kPanel, [=](int64_t begin, int64_t end) {
+      for (int64_t q = begin; q < end; ++q) {
+        for (int64_t u0 = 0; u0 < units; u0 += kPanel) {
+          float square[kPanel][kPanel];
+          for (int64_t f = 0; f < kPanel; ++f) {
+            std::memcpy(square[f], kernel + (q * kPanel + f) * units + u0, sizeof(square[f]));
+          }
+          for (int64_t u = 0; u < kPanel; ++u) {
+            float* destination = packed_data + (q * units + u0 + u) * kPanel;
+            for (int64_t f = 0; f < kPanel; ++f) destination[f] = square[f][u];
+          }
+        }
+      }
+    });
+
+    // column_sums[b, j, f] = sum over positions of x_b[:, f] * Z_j[:, f].
+    std::unique_ptr<float[]> column_sums(new float[n.batch * n.grid_cols * features]);
+    Parallel(context, n.batch * panels, 2 * n.positions * units * kPanel,
+             [&](int64_t begin, int64_t end) {
+      std::unique_ptr<float[]> gate_cols(new float[n.grid_cols * kPanel]);
+      std::unique_ptr<float[]> sums(new float[n.grid_cols * kPanel]);
+      for (int64_t item = begin; item < end; ++item) {
+        const int64_t b = item / panels, q = item % panels, row = q * kPanel;
+        const float* gate_b = gate + b * n.grid_rows * n.grid_cols;
+
+        // gate_cols[j, k] = gate_b[(row + k) / r, j], column block j's gate over the panel.
+        for (int64_t k = 0; k < kPanel; ++k) {
+          const int64_t block = (row + k) / n.block_rows();
+          for (int64_t j = 0; j < n.grid_cols; ++j) {
+            gate_cols[j * kPanel + k] = gate_b[block * n.grid_cols + j];
+          }
+        }
+        std::fill(sums.get(), sums.get() + n.grid_cols * kPanel, 0.0f);
+
+        GatedRows<kGatedRowsPerTile>::Run(
+            n, n.positions, dy + b * n.positions * units, x + b * n.positions * features + row,
+            packed_data + q * units * kPanel, gate_cols.get(),
+            dx + b * n.positions * features + row, sums.get());
+        for (int64_t j = 0; j < n.grid_cols; ++j) {
+          std::memcpy(column_sums.get() + (b * n.grid_cols + j) * features + row,
+                      sums.get() + j * kPanel, kPanel * sizeof(float));
+        }
+      }
+    });
+
+    // dgate_b[i, j] = the sum of column_sums[b, j, f] over the features f of row block i.
+    for (int64_t b = 0; b < n.batch; ++b) {
+      for (int64_t j = 0; j < n.grid_cols; ++j) {
+        const float* column = column_sums.get() + (b * n.grid_cols + j) * features;
+        for (int64_t i = 0; i < n.grid_rows; ++i) {
+          float total = 0.0f;
+          for (int64_t f = i * n.block_rows(); f < (i + 1) * n.block_rows(); ++f) total += column[f];
+          dgate[(b * n.grid_rows + i) * n.grid_cols + j] = total;
+        }
+      }
+    }
+  }
+
+  // The positions of one example for one panel of 32 features, in tiles of up to ROWS rows.
+  template <int ROWS>
+  struct GatedRows {
+    static void Run(const Sizes& n, int64_t rows, const float* dy_b, const float* x_b,
+                    const float* panel, const float* gate_cols, float* dx_b, float* sums) {
+      int64_t t = 0;
+      for (; t + ROWS <= rows; t += ROWS) {
+        GatedTile<ROWS>(n, dy_b + t * n.units, x_b + t * n.features, panel, gate_cols,
+                        dx_b + t * n.features, sums);
+      }
+      Rest<ROWS - 1>(n, rows - t, dy_b + t * n.units, x_b + t * n.features, panel, gate_cols,
+                     dx_b + t * n.features, sums);
+    }
+
+    template <int LEFT>
+    static void Rest(const Sizes& n, int64_t rows, const float* dy_b, const float* x_b,
+                     const float* panel, const float* gate_cols, float* dx_b, float* sums) {
+      if constexpr (LEFT > 0) {
+        if (rows == LEFT) {
+          GatedTile<LEFT>(n, dy_b, x_b, panel, gate_cols, dx_b, sums);
+          return;
+        }
+        Rest<LEFT - 1>(n, rows, dy_b, x_b, panel, gate_cols, dx_b, sums);
+      }
+    }
+  };
+
+  // One tile of ROWS positions x 32 features: for each column block j,
+  //   Z_j = dy[:, block j] W^T[block j, panel]      (in registers)
+  //   dx += expand(gate[:, j]) * Z_j,  sums[j] += column sums of x * Z_j.
+  template <int ROWS>
+  static void GatedTile(const Sizes& n, const float* dy_rows, const float* x_rows,
+                        const float* panel, const float* gate_cols, float* dx_rows,
+                        float* sums) {
+    const int64_t block_cols = n.block_cols();
+    Vector total[ROWS][2];
+    for (int r = 0; r < ROWS; ++r) total[r][0] = total[r][1] = Vector{};
+    for (int64_t j = 0; j < n.grid_cols; ++j) {
+      Vector z[ROWS][2];
+      for (int r = 0; r < ROWS; ++r) z[r][0] = z[r][1] = Vector{};
+      for (int64_t u = j * block_cols; u < (j + 1) * block_cols; ++u) {
+        const Vector b0 = Load(panel + u * kPanel), b1 = Load(panel + u * kPanel + 16);
+#pragma GCC unroll 8
+        for (int r = 0; r < ROWS; ++r) {
+          const float value = dy_rows[r * n.units + u];
+          z[r][0] += value * b0;
+          z[r][1] += value * b1;
+        }
+      }
+      const Vector g0 = Load(gate_cols + j * kPanel), g1 = Load(gate_cols + j * kPanel + 16);
+      Vector s0 = Vector{}, s1 = Vector{};
+      for (int r = 0; r < ROWS; ++r) {
+        total[r][0] += g0 * z[r][0];
+        total[r][1] += g1 * z[r][1];
+        s0 += Load(x_rows + r * n.features) * z[r][0];
+        s1 += Load(x_rows + r * n.features + 16) * z[r][1];
+      }
+      Store(sums + j * kPanel, Load(sums + j * kPanel) + s0);
+      Store(sums + j * kPanel + 16, Load(sums + j * kPanel + 16) + s1);
+    }
+    for (int r = 0; r < ROWS; ++r) {
+      Store(dx_rows + r * n.features, total[r][0]);
+      Store(dx_rows + r * n.features + 16, total[r][1]);
+    }
+  }
+
+  // dW[rows, panel] = sum over examples and positions of x_b[:, rows]^T times
+  // dy_b[:, panel] * gate_b[i, panel's blocks], one item per (row block i, panel). The
+  // gated dy of the item is packed once, so the product runs over all examples at once.
+  static void KernelGrad(OpKernelContext* context, const Sizes& n, const float* x,
+                         const float* gate, const float* dy, float* dkernel) {
+    const int64_t panels = n.units / kPanel;
+    const int64_t tiles_per_block = (n.block_rows() + kRowsPerTile - 1) / kRowsPerTile;
+    const int64_t tiles = n.grid_rows * tiles_per_block;
+    const int64_t tile_floats = n.positions * kRowsPerTile;
+    std::unique_ptr<float[]> packed = PackRowTiles(context, n, x, tiles_per_block);
+
+    // Examples go in groups whose packed x and dy fit in a core's cache together (about
+    // 1 MB), and every item runs on a group before the next group.
+    const int64_t example_bytes = (tiles * tile_floats + n.positions * n.units) * sizeof(float);
+    const int64_t group = std::max<int64_t>(1, (int64_t{1} << 20) / example_bytes);
+    for (int64_t first = 0; first < n.batch; first += group) {
+      const int64_t last = std::min(n.batch, first + group);
+      Parallel(context, n.grid_rows * panels,
+               2 * (last - first) * n.positions * n.block_rows() * kPanel,
+               [&](int64_t begin, int64_t end) {
+      std::unique_ptr<float[]> gated(new float[(last - first) * n.positions * kPanel]);
+      int64_t block_of_column[kPanel];
+      float gate_panel[kPanel];
+      const bool uniform = n.block_cols() % kPanel == 0;
+      for (int64_t item = begin; item < end; ++item) {
+        const int64_t i = item / panels, p = item % panels, column = p * kPanel;
+        for (int64_t j = 0; j < kPanel; ++j) block_of_column[j] = (column + j) / n.block_cols();
+
+        // gated[b - first, t] = dy_b[t, panel] * gate_b[i, panel's blocks]
+        for (int64_t b = first; b < last; ++b) {
+          FillPanelGate(gate + (b * n.grid_rows + i) * n.grid_cols, block_of_column, uniform,
+                        gate_panel);
+          const Vector g0 = Load(gate_panel), g1 = Load(gate_panel + 16);
+          for (int64_t t = 0; t < n.positions; ++t) {
+            const float* source = dy + (b * n.positions + t) * n.units + column;
+            float* destination = gated.get() + ((b - first) * n.positions + t) * kPanel;
+            Store(destination, Load(source) * g0);
+            Store(destination + 16, Load(source + 16) * g1);
+          }
+        }
+
+        for (int64_t part = 0; part < tiles_per_block; ++part) {
+          const int64_t row = i * n.block_rows() + part * kRowsPerTile;
+          const int64_t rows = std::min<int64_t>(kRowsPerTile, (i + 1) * n.block_rows() - row);
+          KernelTile<kRowsPerTile>(rows, n, first, last, packed.get(), tiles,
+                                   i * tiles_per_block + part, tile_floats, gated.get(),
+                                   dkernel + row * n.units + column);
+        }
+      }
+      });
+    }
+  }
+
+  // One tile of the kernel gradient, summed over the positions of examples [first, last)
+  // and added to what earlier groups of examples left in `dw`.
+  template <int ROWS>
+  static void KernelTile(int64_t rows, const Sizes& n, int64_t first, int64_t last,
+                         const float* packed, int64_t tiles, int64_t tile, int64_t tile_floats,
+                         const float* gated, float* dw) {
+    if constexpr (ROWS > 0) {
+      if (rows != ROWS) {
+        KernelTile<ROWS - 1>(rows, n, first, last, packed, tiles, tile, tile_floats, gated, dw);
+        return;
+      }
+      Vector acc[ROWS][2];
+      for (int r = 0; r < ROWS; ++r) {
+        acc[r][0] = first == 0 ? Vector{} : Load(dw + r * n.units);
+        acc[r][1] = first == 0 ? Vector{} : Load(dw + r * n.units + 16);
+      }
+      for (int64_t b = first; b < last; ++b) {
+        const float* a = packed + (b * tiles + tile) * tile_floats;
+        const float* g = gated + (b - first) * n.positions * kPanel;
+        for (int64_t t = 0; t < n.positions; ++t) {
+          const Vector b0 = Load(g + t * kPanel), b1 = Load(g + t * kPanel + 16);
+#pragma GCC unroll 16
+          for (int r = 0; r < ROWS; ++r) {
+            const float value = a[t * kRowsPerTile + r];
+            acc[r][0] += value * b0;
+            acc[r][1] += value * b1;
+          }
+        }
+      }
+      for (int r = 0; r < ROWS; ++r) {
+        Store(dw + r * n.units, acc[r][0]);
+        Store(dw + r * n.units + 16, acc[r][1]);
+      }
+    }
+  }
+
+  // Packs x by tile of kernel rows: packed[(b * tiles + tile) * positions * 12 + t * 12 + k]
+  // = x[b, t, tile's first row + k]. Tiles of 12 rows never cross a row block.
+  static std::unique_ptr<float[]> PackRowTiles(OpKernelContext* context, const Sizes& n,
+                                               const float* x, int64_t tiles_per_block) {
+    const int64_t tiles = n.grid_rows * tiles_per_block;
+    const int64_t tile_floats = n.positions * kRowsPerTile;
+    std::unique_ptr<float[]> packed(new float[tiles * n.batch * tile_floats]);
+    std::vector<int64_t> tile_rows(tiles), tile_sizes(tiles);
+    for (int64_t block = 0; block < n.grid_rows; ++block) {
+      for (int64_t part = 0; part < tiles_per_block; ++part) {
+        const int64_t row = block * n.block_rows() + part * kRowsPerTile;
+        tile_rows[block * tiles_per_block + part] = row;
+        tile_sizes[block * tiles_per_block + part] =
+            std::min<int64_t>(kRowsPerTile, (block + 1) * n.block_rows() - row);
+      }
+    }
+    float* packed_data = packed.get();
+    Parallel(context, n.batch, n.positions * n.features, [&](int64_t begin, int64_t end) {
+      for (int64_t b = begin; b < end; ++b) {
+        for (int64_t tile = 0; tile < tiles; ++tile) {
+          const int64_t row = tile_rows[tile], rows = tile_sizes[tile];
+          const float* source = x + b * n.positions * n.features + row;
+          float* destination = packed_data + (b * tiles + tile) * tile_floats;
+          for (int64_t t = 0; t < n.positions; ++t) {
+            if (rows == kRowsPerTile) {
+              std::memcpy(destination, source, kRowsPerTile * sizeof(float));  // inlined
+            } else {
+              for (int64_t k = 0; k < rows; ++k) destination[k] = source[k];
+            }
+            source += n.features;
+            destination += kRowsPerTile;
+          }
+        }
+      }
+    });
+    return packed;
+  }
+
   // dx_b = dy_b (W * expand(gate_b))^T, one item per (example, panel of 32 features).
   static void InputsGrad(OpKernelContext* context, const Sizes& n, const float* kernel,
                          const float* gate, const float* dy, float* dx) {
