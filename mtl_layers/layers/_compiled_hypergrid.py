@@ -12,8 +12,9 @@ The op is built into the same library as SequentialExpert's kernel (`_compiled_l
 follows the same rules: training calls only (`training=True`, as `fit` and
 `train_on_batch` pass it), CPU, float32, TensorFlow backend outside XLA, and never in a
 graph that an export or SavedModel keeps, so TF Serving needs nothing extra. It also
-needs features and units that are multiples of 32, and at least 16 positions per example;
-the block forms run everywhere else.
+needs features and units that are multiples of 32, and at least 16 positions per example,
+and it runs only for blocks of fewer than 256 rows and columns; the block forms run
+everywhere else.
 """
 
 from typing import Optional
@@ -29,6 +30,10 @@ PANEL = 32
 # Fewer positions per example than this leave too few rows to amortise forming each
 # example's gated kernel, and the block forms are faster.
 MIN_POSITIONS = 16
+
+# Blocks with this many rows or columns, or more, leave the block forms so little extra
+# work that HyperGridDense runs them instead of the op.
+MAX_BLOCK_SIZE = 256
 
 _warned = {"value": False}
 

@@ -168,7 +168,7 @@ def _build(path: pathlib.Path) -> None:
     with scratch_folder as scratch:
         output = pathlib.Path(scratch) / path.name
         command = _build_command(output)
-        # A warning, because the first training call waits for it (10-30 s).
+        # A warning, because the first training call waits for it (20-60 s).
         logging.warning(
             "Compiling the training kernels of SequentialExpert (the multi-expert LSTM "
             "kernel) and HyperGridDense into %s; this happens once per TensorFlow version, "

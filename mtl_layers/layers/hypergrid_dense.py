@@ -61,8 +61,8 @@ class HyperGridDense(keras.layers.Layer):
     passes; in the paper it is computed from the task-prefix representation. The
     initializers are this library's choice.
 
-    The layer never writes a per-example kernel to memory. With the input split into `grid_rows`
-    row blocks x_i, the output column block j is
+    The layer never writes a per-example kernel to memory. With the input split into
+    `grid_rows` row blocks x_i, the output column block j is
 
         y_j = sum_i gate[i, j] * (x_i W_ij),
 
@@ -86,23 +86,26 @@ class HyperGridDense(keras.layers.Layer):
     training step from 64 x 64 positions on, for blocks from 32x32 to 256x256.
 
     In training calls (`training=True`, as `fit` passes it) on CPU, the layer runs a
-    compiled TensorFlow op instead (`compiled_kernel`, below). It forms each example's
-    gated kernel 32 columns at a time in a buffer that stays in the core's cache, inside
-    the tiles of the matrix product, and its gradient op does the same for the input gradient and sums the kernel
-    and gate gradients in one pass. Its cost does not depend on the block shape. The op is
-    built from the package's C++ source on first use, like SequentialExpert's kernel
-    (docs/hypergrid.md). It needs float32, features and units that are multiples of 32,
-    and at least 16 positions per example. Inference calls and every graph that a
-    SavedModel keeps run the block forms or the per-task kernels, so TF Serving needs
-    nothing extra.
+    compiled TensorFlow op instead (`compiled_kernel`, below), a matrix product that
+    applies the gate inside its tiles. Its forward pass forms each example's gated kernel
+    32 columns at a time in a buffer that stays in the core's cache. Its gradient op
+    gates the partial products of each column block in registers and scales the output
+    gradient by the gate before the kernel-gradient product, so the block shape costs
+    little. The op is built from the package's C++ source on first use, like
+    SequentialExpert's kernel (docs/hypergrid.md). It needs float32, features and units
+    that are multiples of 32, and at least 16 positions per example. It runs for blocks
+    of fewer than 256 rows and columns; larger blocks leave the block forms little extra
+    work, so they run those. Inference calls and every graph that a SavedModel keeps run
+    the block forms or the per-task kernels, so TF Serving needs nothing extra. Training
+    calls with task ids take the per-task kernels instead when `num_tasks` is set and the
+    batch has at least 4 examples per task or an unknown size.
 
-    NOTE: inference calls with a different conditioning vector for every example, and
-    small batches, cost more than 1.3x a Dense layer of the same shape on CPU: 32x32
-    blocks measured 2.13-2.32x, 32x64 blocks 1.63-1.77x, 128x64 blocks 1.42-1.56x,
-    and blocks of 256 rows 1.11-1.32x (`benchmarks/hypergrid_dense.py`). The block forms'
-    extra elementwise work is about 1/max(block_rows, block_cols) of the matmul's
-    multiply-adds but is memory-bound, and the narrow block matmuls run slower per FLOP
-    than one wide matmul. docs/hypergrid.md has the tables.
+    NOTE: some shapes still cost more than 1.3x a Dense layer on CPU (process CPU time
+    on 2 shared cores, `benchmarks/hypergrid_dense.py`, tables in docs/hypergrid.md).
+    Training steps with the compiled op measured 1.18-1.27x at 64 x 64 positions, but
+    1.30-1.40x at 8 x 64 and 1.37-1.57x at 256 x 32. Inference calls with a different
+    conditioning vector for every example run the block forms: 1.38-2.54x for blocks
+    under 256 rows, 1.16-1.32x for blocks of 256 rows.
 
     Args:
         units: Output size, an integer >= 1.
@@ -134,7 +137,8 @@ class HyperGridDense(keras.layers.Layer):
             if unknown. Only the `task_kernels="auto"` choice reads it.
         compiled_kernel: Whether training calls may run the compiled gated product
             (default True). It runs where it can (TensorFlow backend, CPU, outside XLA,
-            float32, features and units multiples of 32, 16 or more positions) and the
+            float32, features and units multiples of 32, 16 or more positions, blocks
+            under 256 rows and columns) and the
             block forms or per-task kernels run elsewhere. Where the op cannot be built,
             training calls log one warning and run the block forms. False always runs
             them. All choices compute the same function.
@@ -388,12 +392,17 @@ class HyperGridDense(keras.layers.Layer):
             task_ids = self._check_task_ids(task_ids, inputs)
         # An empty batch takes the block form: eager TensorFlow cannot concatenate the
         # results of zero groups.
-        runs_task_kernels = task_ids is not None and inputs.shape[0] != 0
-        if self._runs_compiled_product(inputs, positions, training):
+        batch = inputs.shape[0]
+        runs_task_kernels = (
+            task_ids is not None and batch != 0 and self._runs_task_kernels(batch, positions)
+        )
+        if runs_task_kernels and self._task_kernels_beat_compiled(batch):
+            outputs = _task_kernels.gated_outputs(self, inputs, conditioning, task_ids)
+        elif self._runs_compiled_product(inputs, positions, training):
             # y_b = x_b (W * expand(gate_b)), the gate applied inside the product's tiles.
             gate = ops.cast(self.compute_gate(conditioning), "float32")
             outputs = _compiled_hypergrid.run(inputs, self.kernel, gate)
-        elif runs_task_kernels and self._runs_task_kernels(inputs.shape[0], positions):
+        elif runs_task_kernels:
             outputs = _task_kernels.gated_outputs(self, inputs, conditioning, task_ids)
         else:
             outputs = self._block_form(inputs, self.compute_gate(conditioning))
@@ -401,9 +410,29 @@ class HyperGridDense(keras.layers.Layer):
             return ops.reshape(outputs, (batch_size, self.units))
         return ops.reshape(outputs, tuple(input_shape[:-1]) + (self.units,))
 
+    def _task_kernels_beat_compiled(self, batch_size):
+        """Return whether per-task kernels should run rather than the compiled product.
+
+        With many examples per task, the per-task kernels form few gated kernels and run
+        one plain product per task. They measured faster than the compiled product with
+        about 13 examples per task (64 x 64 positions, 5 tasks) and slower with under 2
+        (8 x 64 positions). The threshold, 4 examples per task, lies between the two. An
+        unknown batch size, as in `fit`, counts as large.
+        """
+        if self.task_kernels is True:
+            return True
+        if self.num_tasks is None:
+            return False
+        return batch_size is None or batch_size >= 4 * self.num_tasks
+
     def _runs_compiled_product(self, inputs, positions, training):
         """Return whether this call runs the compiled gated product (training calls only)."""
         if not self.compiled_kernel:
+            return False
+        # The block forms' extra work is about 1/max(block_rows, block_cols) of the product.
+        # For blocks of 256 rows or columns, or more, they measured about as fast as the
+        # compiled product or faster (benchmarks/hypergrid_dense.py), so they run instead.
+        if max(self.block_shape) >= _compiled_hypergrid.MAX_BLOCK_SIZE:
             return False
         features = self.kernel.shape[0]
         reason = _compiled_hypergrid.shape_reason(features, self.units, positions, inputs.dtype)

@@ -156,6 +156,15 @@ def test_training_call_equals_block_form(product_calls, mode):
         np.testing.assert_allclose(gradient, expected, atol=1e-4 * np.abs(expected).max())
 
 
+def test_many_examples_per_task_take_task_kernels(product_calls):
+    layer = mtl.HyperGridDense(64, block_shape=(16, 32), num_tasks=2)
+    x, _ = _inputs(batch=8)
+    task_ids = np.array([0, 1] * 4, "int32")
+    conditioning = np.random.default_rng(3).normal(size=(2, 6)).astype("float32")[task_ids]
+    layer(x, conditioning, task_ids, training=True)
+    assert not product_calls
+
+
 def test_task_ids_training_call_compiled(product_calls):
     compiled, blocks = _layer_pair("LG")
     x, _ = _inputs()
@@ -177,6 +186,7 @@ def test_task_ids_training_call_compiled(product_calls):
         (48, 64, (16, 32), 20, "float32"),  # features not a multiple of 32
         (64, 48, (16, 16), 20, "float32"),  # units not a multiple of 32
         (64, 64, (16, 32), 8, "float32"),  # too few positions
+        (256, 64, (256, 32), 20, "float32"),  # blocks of 256 rows: the block forms are cheap
         (64, 64, (16, 32), 20, "mixed_float16"),
     ],
 )
@@ -215,7 +225,7 @@ def _transformer():
     ]
     model = mtl.models.hypergrid_transformer(
         tasks, vocab_size=50, sequence_length=20, d_model=32, num_heads=2, d_ff=64,
-        num_layers=1, block_shape=(16, 16),
+        num_layers=1, block_shape=(16, 16), conditioning_source="prefix",
     )
     return model, tasks
 

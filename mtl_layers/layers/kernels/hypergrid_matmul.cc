@@ -8,16 +8,18 @@
 //
 // where expand repeats gate_b[i, j] over the block of r = features / R rows and
 // c = units / C columns. These ops compute that product with the multiply-adds of one
-// dense layer and never write a gated kernel to memory: each example's gated kernel is
-// formed 32 columns at a time in a small buffer, while the block-panel product with the
-// example's positions reads it from the core's cache (the packing step of a blocked
-// matrix product, with the gate applied on the way). The gradient ops work the same way:
+// dense layer and never write a gated kernel to memory. The forward op forms each
+// example's gated kernel 32 columns at a time in a small buffer, while the block-panel
+// product with the example's positions reads it from the core's cache (the packing step
+// of a blocked matrix product, with the gate applied on the way). The gradient op computes
 //
-//   dx_b    = dy_b (W * expand(gate_b))^T
-//   dW      = sum_b expand(gate_b) * (x_b^T dy_b)
-//   dgate_b = block sums of W * (x_b^T dy_b)
+//   dx_b           = sum_j expand(gate_b[:, j]) * Z_bj,  Z_bj = dy_b[:, block j] W[:, block j]^T
+//   dgate_b[i, j]  = sum over positions and the features of row block i of x_b * Z_bj
+//   dW[block i, :] = sum_b x_b[:, block i]^T (dy_b * expand(gate_b[i, :]))
 //
-// and dW and dgate share each example's product x_b^T dy_b while it is in registers.
+// keeping each Z_bj in registers and scaling dy once per row block. For column blocks
+// narrower than 16 it forms each example's gated panels instead, and dW and dgate share
+// each example's product x_b^T dy_b while it is in registers.
 //
 // The inner loops are written with GCC vector types of 16 floats; with -mavx512f they
 // compile to one AVX-512 register each, with -mavx2 to two AVX registers.
