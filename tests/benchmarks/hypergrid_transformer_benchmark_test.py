@@ -7,3 +7,4 @@ def test_quick_mode_prints_ratios(run_script):
     table_rows = [line for line in result.stdout.splitlines() if line.startswith("| 16 | 32 | 8 | 8 |")]
     assert len(table_rows) == 1
     assert "HyperGrid, per-task kernels / Dense" in result.stdout
+    assert "HyperGrid, compiled / Dense" in result.stdout
