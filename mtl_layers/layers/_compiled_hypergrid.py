@@ -5,8 +5,9 @@ kernel of its own it runs one of its block forms, whose elementwise work is memo
 and costs more than the product itself for small blocks on CPU. The compiled op applies
 the gate while it packs the kernel into the tiles of its matrix product, so the gated
 kernel is formed 32 columns at a time in the core's cache and never written to memory.
-Its gradient op computes the input gradient the same way, and the kernel and gate
-gradients in one pass over each example's product x_b^T dy_b.
+Its gradient op gates each column block's partial product of the input gradient in
+registers, takes the gate gradient from the same partial products, and scales the output
+gradient by the gate before the kernel-gradient product (docs/hypergrid.md).
 
 The op is built into the same library as SequentialExpert's kernel (`_compiled_lstm`) and
 follows the same rules: training calls only (`training=True`, as `fit` and

@@ -172,7 +172,7 @@ def _build(path: pathlib.Path) -> None:
         logging.warning(
             "Compiling the training kernels of SequentialExpert (the multi-expert LSTM "
             "kernel) and HyperGridDense into %s; this happens once per TensorFlow version, "
-            "kernel source and compiler.",
+            "kernel source, compiler and CPU flags.",
             path,
         )
         result = subprocess.run(

@@ -153,7 +153,8 @@ class HyperGridDense(keras.layers.Layer):
             only when `conditioning` is a function of the task id alone, as the output of
             `mtl.TaskEmbedding` is: the layer then may form one kernel per task. On that
             path, a task whose examples have different conditioning vectors raises
-            InvalidArgumentError at run time. The block forms do not check this.
+            InvalidArgumentError at run time. The block forms and the compiled product do
+            not check this, so such a model can train and then fail in `predict`.
             Ignored in `"GG"` mode, where the gate is the same for every example.
         training: Whether the call is a training call. Only training calls may run the
             compiled gated product; the result is the same either way.
@@ -360,6 +361,9 @@ class HyperGridDense(keras.layers.Layer):
                 _validation.check_feature_count(
                     self, conditioning, projection.kernel.shape[0], "conditioning"
                 )
+                # Every call, not only the first: the block forms would broadcast a
+                # conditioning batch of 1 silently, and the compiled product would reject it.
+                self._check_conditioning_shape(tuple(inputs.shape), tuple(conditioning.shape))
             outputs = self._call_local(inputs, conditioning, task_ids, training)
         if self.use_bias:
             outputs = outputs + self.bias

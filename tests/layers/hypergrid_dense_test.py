@@ -336,3 +336,12 @@ def test_hypergrid_dense_other_conditioning_size_named():
     layer(inputs, np.ones((2, 3), "float32"))
     with pytest.raises(ValueError, match="was built for conditioning with 3 features"):
         layer(inputs, np.ones((2, 5), "float32"))
+
+
+def test_conditioning_batch_checked_after_build():
+    layer = mtl.HyperGridDense(8, block_shape=(4, 4))
+    tokens = np.zeros((2, 3, 8), "float32")
+    layer(tokens, np.zeros((2, 5), "float32"))
+    # A conditioning batch of 1 would broadcast in the block forms; every call rejects it.
+    with pytest.raises(ValueError, match="same batch size"):
+        layer(tokens, np.zeros((1, 5), "float32"))
