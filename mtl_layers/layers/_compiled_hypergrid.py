@@ -10,11 +10,11 @@ registers, takes the gate gradient from the same partial products, and scales th
 gradient by the gate before the kernel-gradient product (docs/hypergrid.md).
 
 The op is built into the same library as SequentialExpert's kernel (`_compiled_lstm`) and
-follows the same rules: training calls only (`training=True`, as `fit` and
-`train_on_batch` pass it), CPU, float32, TensorFlow backend outside XLA, and never in a
-graph that an export or SavedModel keeps, so TF Serving needs nothing extra. It also
-needs features and units that are multiples of 32, and at least 16 positions per example,
-and it runs only for blocks of fewer than 256 rows and columns; the block forms run
+follows the same rules. It serves training calls only (`training=True`, as `fit` and
+`train_on_batch` pass it), on CPU, in float32, on the TensorFlow backend outside XLA. It
+never enters a graph that an export or SavedModel keeps, so TF Serving needs nothing
+extra. It also needs features and units that are multiples of 32, at least 16 positions
+per example, and blocks of fewer than 256 rows and columns. The block forms run
 everywhere else.
 """
 
@@ -60,12 +60,9 @@ def unavailable_reason(training) -> Optional[str]:
         return f"it is a TensorFlow op, and the Keras backend is {backend_name()!r}"
     if in_xla_context():
         return "XLA compiles this call"
-    if not (isinstance(training, (bool, int)) and training):
-        return "the call is not a training call"
-    if getattr(_compiled_lstm._disabled_depth, "value", 0) or _compiled_lstm._in_save_context():
-        return "the graph is being exported"
-    if _compiled_lstm._gpu_visible():
-        return "it runs on CPU only, and a GPU is visible"
+    reason = _compiled_lstm.call_reason(training)
+    if reason is not None:
+        return reason
     if _compiled_lstm._load() is None:
         reason = _compiled_lstm._state["reason"]
         if not _warned["value"] and not reason.startswith(_compiled_lstm._DISABLE_VARIABLE):

@@ -257,16 +257,28 @@ def _register_gradient(module) -> None:
 
 
 @tf.autograph.experimental.do_not_convert
-def unavailable_reason(training) -> Optional[str]:
-    """Return why this call cannot use the compiled kernel, or None when it can."""
+def call_reason(training) -> Optional[str]:
+    """Return why this call may not run any compiled kernel, before loading the library.
+
+    The kernels serve training calls on CPU only, and never a graph that is exported.
+    """
     # A symbolic `training` tensor (possible in tf_keras) counts as not training.
     if not (isinstance(training, (bool, int)) and training):
         return "the call is not a training call"
     if getattr(_disabled_depth, "value", 0) or _in_save_context():
         return "the graph is being exported"
-    # With a GPU, BlockLSTM keeps the work on the GPU.
+    # With a GPU, TensorFlow's own ops keep the work on the GPU.
     if _gpu_visible():
         return "it runs on CPU only, and a GPU is visible"
+    return None
+
+
+@tf.autograph.experimental.do_not_convert
+def unavailable_reason(training) -> Optional[str]:
+    """Return why this call cannot use the compiled kernel, or None when it can."""
+    reason = call_reason(training)
+    if reason is not None:
+        return reason
     if _load() is None:
         explicitly_disabled = _state["reason"].startswith(_DISABLE_VARIABLE)
         if not _state["warned"] and not explicitly_disabled:

@@ -9,9 +9,9 @@
 // where expand repeats gate_b[i, j] over the block of r = features / R rows and
 // c = units / C columns. These ops compute that product with the multiply-adds of one
 // dense layer and never write a gated kernel to memory. The forward op forms each
-// example's gated kernel 32 columns at a time in a small buffer, while the block-panel
-// product with the example's positions reads it from the core's cache (the packing step
-// of a blocked matrix product, with the gate applied on the way). The gradient op computes
+// example's gated kernel 32 columns at a time in a small buffer. The product with the
+// example's positions reads that buffer from the core's cache, as in the packing step of
+// a blocked matrix product, with the gate applied on the way. The gradient op computes
 //
 //   dx_b           = sum_j expand(gate_b[:, j]) * Z_bj,  Z_bj = dy_b[:, block j] W[:, block j]^T
 //   dgate_b[i, j]  = sum over positions and the features of row block i of x_b * Z_bj
@@ -147,6 +147,7 @@ Status CheckInputs(OpKernelContext* context, Sizes* sizes) {
   const Tensor& x = context->input(0);
   const Tensor& kernel = context->input(1);
   const Tensor& gate = context->input(2);
+
   if (x.dims() != 3) {
     return InvalidArgument("inputs must be (batch, positions, features). Received shape ",
                            x.shape().DebugString());
@@ -159,12 +160,14 @@ Status CheckInputs(OpKernelContext* context, Sizes* sizes) {
     return InvalidArgument("gate must be (batch, grid_rows, grid_cols) with batch = ",
                            x.dim_size(0), ". Received shape ", gate.shape().DebugString());
   }
+
   sizes->batch = x.dim_size(0);
   sizes->positions = x.dim_size(1);
   sizes->features = x.dim_size(2);
   sizes->units = kernel.dim_size(1);
   sizes->grid_rows = gate.dim_size(1);
   sizes->grid_cols = gate.dim_size(2);
+
   if (sizes->grid_rows < 1 || sizes->grid_cols < 1 ||
       sizes->features % sizes->grid_rows != 0 || sizes->units % sizes->grid_cols != 0) {
     return InvalidArgument("gate's grid (", sizes->grid_rows, ", ", sizes->grid_cols,
@@ -287,23 +290,8 @@ class HyperGridMatmulGradOp : public OpKernel {
     const int64_t panels = n.features / kPanel;
     const int64_t features = n.features, units = n.units;
 
-    // packed[q][u][0:32] = W[32 q : 32 q + 32, u], built in squares of 32 x 32.
-    std::unique_ptr<float[]> packed(new float[features * units]);
-    float* packed_data = packed.get();
-    Parallel(context, panels, 2 * units * kPanel, [=](int64_t begin, int64_t end) {
-      for (int64_t q = begin; q < end; ++q) {
-        for (int64_t u0 = 0; u0 < units; u0 += kPanel) {
-          float square[kPanel][kPanel];
-          for (int64_t f = 0; f < kPanel; ++f) {
-            std::memcpy(square[f], kernel + (q * kPanel + f) * units + u0, sizeof(square[f]));
-          }
-          for (int64_t u = 0; u < kPanel; ++u) {
-            float* destination = packed_data + (q * units + u0 + u) * kPanel;
-            for (int64_t f = 0; f < kPanel; ++f) destination[f] = square[f][u];
-          }
-        }
-      }
-    });
+    std::unique_ptr<float[]> packed = PackTransposedPanels(context, n, kernel);
+    const float* packed_data = packed.get();
 
     // column_sums[b, j, f] = sum over positions of x_b[:, f] * Z_j[:, f].
     std::unique_ptr<float[]> column_sums(new float[n.batch * n.grid_cols * features]);
@@ -425,10 +413,8 @@ class HyperGridMatmulGradOp : public OpKernel {
     const int64_t tile_floats = n.positions * kRowsPerTile;
     std::unique_ptr<float[]> packed = PackRowTiles(context, n, x, tiles_per_block);
 
-    // Examples go in groups whose packed x and dy fit in a core's cache together (about
-    // 1 MB), and every item runs on a group before the next group.
-    const int64_t example_bytes = (tiles * tile_floats + n.positions * n.units) * sizeof(float);
-    const int64_t group = std::max<int64_t>(1, (int64_t{1} << 20) / example_bytes);
+    // Every (block row, panel) item runs on one group of examples before the next group.
+    const int64_t group = ExampleGroup(n, tiles * tile_floats);
     for (int64_t first = 0; first < n.batch; first += group) {
       const int64_t last = std::min(n.batch, first + group);
       Parallel(context, n.grid_rows * panels,
@@ -503,6 +489,37 @@ class HyperGridMatmulGradOp : public OpKernel {
     }
   }
 
+  // Packs W^T in panels of 32 features: packed[(q * units + u) * 32 + k] = W[32 q + k, u].
+  // Squares of 32 x 32 let reads and writes both use whole cache lines.
+  static std::unique_ptr<float[]> PackTransposedPanels(OpKernelContext* context, const Sizes& n,
+                                                       const float* kernel) {
+    const int64_t features = n.features, units = n.units;
+    std::unique_ptr<float[]> packed(new float[features * units]);
+    float* packed_data = packed.get();
+    Parallel(context, features / kPanel, 2 * units * kPanel, [=](int64_t begin, int64_t end) {
+      for (int64_t q = begin; q < end; ++q) {
+        for (int64_t u0 = 0; u0 < units; u0 += kPanel) {
+          float square[kPanel][kPanel];
+          for (int64_t f = 0; f < kPanel; ++f) {
+            std::memcpy(square[f], kernel + (q * kPanel + f) * units + u0, sizeof(square[f]));
+          }
+          for (int64_t u = 0; u < kPanel; ++u) {
+            float* destination = packed_data + (q * units + u0 + u) * kPanel;
+            for (int64_t f = 0; f < kPanel; ++f) destination[f] = square[f][u];
+          }
+        }
+      }
+    });
+    return packed;
+  }
+
+  // Returns how many examples go in one group: those whose packed x (`packed_floats` per
+  // example) and dy fit in a core's cache together, about 1 MB.
+  static int64_t ExampleGroup(const Sizes& n, int64_t packed_floats) {
+    const int64_t example_bytes = (packed_floats + n.positions * n.units) * sizeof(float);
+    return std::max<int64_t>(1, (int64_t{1} << 20) / example_bytes);
+  }
+
   // Packs x by tile of kernel rows: packed[(b * tiles + tile) * positions * 12 + t * 12 + k]
   // = x[b, t, tile's first row + k]. Tiles of 12 rows never cross a row block.
   static std::unique_ptr<float[]> PackRowTiles(OpKernelContext* context, const Sizes& n,
@@ -544,25 +561,8 @@ class HyperGridMatmulGradOp : public OpKernel {
   // dx_b = dy_b (W * expand(gate_b))^T, one item per (example, panel of 32 features).
   static void InputsGrad(OpKernelContext* context, const Sizes& n, const float* kernel,
                          const float* gate, const float* dy, float* dx) {
-    // W^T (units x features), so that each packed panel reads whole vectors.
-    std::unique_ptr<float[]> kernel_t(new float[n.units * n.features]);
-    // In squares of 32 x 32, so that reads and writes both use whole cache lines.
-    const int64_t features = n.features, units = n.units;
-    float* transposed = kernel_t.get();
-    Parallel(context, features / kPanel, 2 * units * kPanel, [=](int64_t begin, int64_t end) {
-      for (int64_t f0 = begin * kPanel; f0 < end * kPanel; f0 += kPanel) {
-        for (int64_t u0 = 0; u0 < units; u0 += kPanel) {
-          float square[kPanel][kPanel];
-          for (int64_t f = 0; f < kPanel; ++f) {
-            std::memcpy(square[f], kernel + (f0 + f) * units + u0, sizeof(square[f]));
-          }
-          for (int64_t u = 0; u < kPanel; ++u) {
-            float* destination = transposed + (u0 + u) * features + f0;
-            for (int64_t f = 0; f < kPanel; ++f) destination[f] = square[f][u];
-          }
-        }
-      }
-    });
+    // W^T in panels of 32 features, so that each gated panel reads whole vectors.
+    std::unique_ptr<float[]> transposed = PackTransposedPanels(context, n, kernel);
     const int64_t panels = n.features / kPanel;
     const int64_t block_cols = n.block_cols();
     Parallel(context, n.batch * panels, 2 * n.positions * n.units * kPanel,
@@ -593,7 +593,7 @@ class HyperGridMatmulGradOp : public OpKernel {
           const Vector g0 = Load(gate_cols.get() + j * kPanel);
           const Vector g1 = Load(gate_cols.get() + j * kPanel + 16);
           for (int64_t u = j * block_cols; u < (j + 1) * block_cols; ++u) {
-            const float* w = kernel_t.get() + u * n.features + row;
+            const float* w = transposed.get() + ((row / kPanel) * n.units + u) * kPanel;
             Store(panel.get() + u * kPanel, Load(w) * g0);
             Store(panel.get() + u * kPanel + 16, Load(w + 16) * g1);
           }
@@ -619,34 +619,7 @@ class HyperGridMatmulGradOp : public OpKernel {
     const int64_t tiles = n.grid_rows * tiles_per_block;
     const int64_t tile_floats = n.positions * kRowsPerTile;  // one example's slice of a tile
 
-    // Pack x by tile of rows: packed[(b * tiles + tile) * tile_floats + t * 12 + k] =
-    // x[b, t, tile's first row + k], so each step of the product reads one short run.
-    std::unique_ptr<float[]> packed(new float[tiles * n.batch * tile_floats]);
-    std::vector<int64_t> tile_rows(tiles), tile_sizes(tiles);
-    for (int64_t block = 0; block < n.grid_rows; ++block) {
-      for (int64_t part = 0; part < tiles_per_block; ++part) {
-        const int64_t row = block * n.block_rows() + part * kRowsPerTile;
-        tile_rows[block * tiles_per_block + part] = row;
-        tile_sizes[block * tiles_per_block + part] =
-            std::min<int64_t>(kRowsPerTile, (block + 1) * n.block_rows() - row);
-      }
-    }
-    Parallel(context, n.batch, n.positions * n.features, [&](int64_t begin, int64_t end) {
-      for (int64_t b = begin; b < end; ++b) {
-        for (int64_t t = 0; t < n.positions; ++t) {
-          const float* x_bt = x + (b * n.positions + t) * n.features;
-          for (int64_t tile = 0; tile < tiles; ++tile) {
-            const int64_t row = tile_rows[tile], rows = tile_sizes[tile];
-            float* destination = packed.get() + (b * tiles + tile) * tile_floats + t * kRowsPerTile;
-            if (rows == kRowsPerTile) {
-              std::memcpy(destination, x_bt + row, kRowsPerTile * sizeof(float));  // inlined
-            } else {
-              for (int64_t k = 0; k < rows; ++k) destination[k] = x_bt[row + k];
-            }
-          }
-        }
-      }
-    });
+    std::unique_ptr<float[]> packed = PackRowTiles(context, n, x, tiles_per_block);
 
     // Pack dy by panel: dy_packed[(panel * batch + b) * positions + t][0:32].
     std::unique_ptr<float[]> dy_packed(new float[n.batch * n.positions * n.units]);
@@ -664,10 +637,8 @@ class HyperGridMatmulGradOp : public OpKernel {
 
     // gate_sums[b, i, u]: sum over the rows of block i of W * (x_b^T dy_b), per unit.
     std::unique_ptr<float[]> gate_sums(new float[n.batch * n.grid_rows * n.units]);
-    // Examples go in groups whose packed x and dy fit in a core's cache together (about
-    // 1 MB), and every (block row, panel) item of a group runs before the next group.
-    const int64_t example_bytes = (tiles * tile_floats + n.positions * n.units) * sizeof(float);
-    const int64_t group = std::max<int64_t>(1, (int64_t{1} << 20) / example_bytes);
+    // Every (block row, panel) item runs on one group of examples before the next group.
+    const int64_t group = ExampleGroup(n, tiles * tile_floats);
     for (int64_t first = 0; first < n.batch; first += group) {
       const int64_t last = std::min(n.batch, first + group);
       Parallel(context, n.grid_rows * panels,
