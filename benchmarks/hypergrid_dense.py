@@ -134,7 +134,33 @@ def _variants(tf, mtl, keras, features, units, block_shape, task_ids):
     }, (grid, by_task)
 
 
-def _compiled(tf, name, weights, apply, inputs, conditioning):
+def _in_predict_function(tf, keras, call):
+    """Return a function that runs `call()` inside the function of Keras's `predict_on_batch`.
+
+    Keras traces `predict` and `predict_on_batch` in a function of its own, and that is
+    where a model's inference calls run. The model ignores its input and calls `call`,
+    which reads the case's tensors.
+    """
+
+    class Forward(keras.Model):
+        def call(self, unused_data):
+            return call()
+
+    from mtl_layers.compat import IS_KERAS_2
+
+    model = Forward()
+    model.compile()
+    model.make_predict_function()
+    predict_function = model.predict_function
+    unused = tf.zeros((1,))
+    if IS_KERAS_2:
+        # tf_keras's predict function reads one batch from an iterator.
+        batches = iter(tf.data.Dataset.from_tensors((unused,)).repeat())
+        return lambda: predict_function(batches)
+    return lambda: predict_function([(unused,)])
+
+
+def _compiled(tf, keras, name, weights, apply, inputs, conditioning):
     apply(inputs, conditioning)  # build the weights
     variables = weights()
 
@@ -143,9 +169,8 @@ def _compiled(tf, name, weights, apply, inputs, conditioning):
             return apply(inputs, conditioning, training=training)
         return apply(inputs, conditioning)
 
-    @tf.function
-    def forward():
-        return call(training=False)
+    # An inference call as `predict` runs it.
+    forward = _in_predict_function(tf, keras, lambda: call(training=False))
 
     @tf.function
     def training_forward():
@@ -194,7 +219,7 @@ def run_case(tf, mtl, keras, case, rounds, calls):
     functions = {}
     variants, (grid, by_task) = _variants(tf, mtl, keras, features, units, block_shape, task_ids)
     for name, (weights, apply) in variants.items():
-        for phase, function in _compiled(tf, name, weights, apply, inputs, conditioning).items():
+        for phase, function in _compiled(tf, keras, name, weights, apply, inputs, conditioning).items():
             function()  # trace
             functions[(name, phase)] = function
     samples = {key: [] for key in functions}
@@ -246,7 +271,7 @@ def main(argv):
                 cpu, wall = times[(name, phase)]
                 return f"{cpu / dense:.2f} ({wall / dense_wall:.2f})"
 
-            path = "compiled" if compiled and phase != "forward" else form
+            path = "compiled" if compiled else form
             rows.append(
                 f"| {batch} × {positions} | {features} → {units} | {block_shape[0]}×{block_shape[1]} "
                 f"| {phase} | {path} | {1e3 * dense:.2f} "

@@ -10,12 +10,14 @@ registers, takes the gate gradient from the same partial products, and scales th
 gradient by the gate before the kernel-gradient product (docs/hypergrid.md).
 
 The op is built into the same library as SequentialExpert's kernel (`_compiled_lstm`) and
-follows the same rules. It serves training calls only (`training=True`, as `fit` and
-`train_on_batch` pass it), on CPU, in float32, on the TensorFlow backend outside XLA. It
-never enters a graph that an export or SavedModel keeps, so TF Serving needs nothing
-extra. It also needs features and units that are multiples of 32, at least 16 positions
-per example, and blocks of fewer than 256 rows and columns. The block forms run
-everywhere else.
+follows the same rules. It serves training calls (`training=True`, as `fit` and
+`train_on_batch` pass it), and inference calls that run eagerly or inside the functions
+that Keras traces for `evaluate` and `predict`, on CPU, in float32, on the TensorFlow
+backend outside XLA. It never enters a graph that an export or SavedModel keeps, so TF
+Serving needs nothing extra: a `tf.function` of your own runs the block forms for
+inference calls, because it may be saved. It also needs features and units that are
+multiples of 32, at least 16 positions per example, and blocks of fewer than 256 rows
+and columns. The block forms run everywhere else.
 """
 
 from typing import Optional
@@ -55,12 +57,17 @@ def shape_reason(features: int, units: int, positions: Optional[int], dtype) -> 
 
 @tf.autograph.experimental.do_not_convert
 def unavailable_reason(training) -> Optional[str]:
-    """Return why this call cannot use the compiled op, or None when it can."""
+    """Return why this call cannot use the compiled op, or None when it can.
+
+    Training calls may use it in any graph that is not being exported. Inference calls
+    may use it only eagerly and inside the functions of Keras's `evaluate` and `predict`
+    (`_compiled_lstm.unsaved_call`), because Keras never saves those.
+    """
     if backend_name() != "tensorflow":
         return f"it is a TensorFlow op, and the Keras backend is {backend_name()!r}"
     if in_xla_context():
         return "XLA compiles this call"
-    reason = _compiled_lstm.call_reason(training)
+    reason = _compiled_lstm.call_reason(training, inference=True)
     if reason is not None:
         return reason
     if _compiled_lstm._load() is None:
@@ -68,9 +75,9 @@ def unavailable_reason(training) -> Optional[str]:
         if not _warned["value"] and not reason.startswith(_compiled_lstm._DISABLE_VARIABLE):
             _warned["value"] = True
             logging.warning(
-                "HyperGridDense trains with its block forms instead of the compiled gated "
-                "product because %s. Results are the same; training steps with small "
-                "blocks take longer. Set %s=0 to skip the compiled kernels without this "
+                "HyperGridDense runs its block forms instead of the compiled gated "
+                "product because %s. Results are the same; calls with small blocks "
+                "take longer. Set %s=0 to skip the compiled kernels without this "
                 "warning.",
                 reason,
                 _compiled_lstm._DISABLE_VARIABLE,

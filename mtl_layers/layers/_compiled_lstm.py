@@ -60,6 +60,45 @@ def _in_save_context() -> bool:
     return save_context.in_save_context()
 
 
+# The functions that Keras traces for `fit`, `evaluate` and `predict` (and their
+# `*_on_batch` forms). Keras keeps them out of SavedModels, so a graph traced inside one
+# is never served; tests/layers/compiled_hypergrid_test.py checks both facts.
+_KERAS_STEP_FUNCTIONS = frozenset(
+    {
+        # Keras 3 (keras/src/backend/tensorflow/trainer.py).
+        "one_step_on_data",
+        "one_step_on_data_distributed",
+        "multi_step_on_iterator",
+        "multi_step_on_data",
+        # tf_keras (Keras 2).
+        "train_function",
+        "test_function",
+        "predict_function",
+    }
+)
+
+
+def _outermost_function_name() -> Optional[str]:
+    """Return the name of the outermost `tf.function` being traced, or None in eager mode."""
+    graph = tf.compat.v1.get_default_graph()
+    name = None
+    # A FuncGraph has an `outer_graph`; the graph outside every function has none.
+    while hasattr(graph, "outer_graph"):
+        name = graph.name
+        graph = graph.outer_graph
+    return name
+
+
+def unsaved_call() -> bool:
+    """Return whether this call runs eagerly or inside a Keras step function.
+
+    Neither can end up in a SavedModel, so inference calls there may run a compiled op.
+    """
+    if tf.executing_eagerly():
+        return True
+    return _outermost_function_name() in _KERAS_STEP_FUNCTIONS
+
+
 def _gpu_visible() -> bool:
     """Return whether TensorFlow lists a GPU device. The kernel runs on CPU only."""
     return bool(tf.config.list_logical_devices("GPU"))
@@ -257,14 +296,22 @@ def _register_gradient(module) -> None:
 
 
 @tf.autograph.experimental.do_not_convert
-def call_reason(training) -> Optional[str]:
+def call_reason(training, inference: bool = False) -> Optional[str]:
     """Return why this call may not run any compiled kernel, before loading the library.
 
     The kernels serve training calls on CPU only, and never a graph that is exported.
+    With `inference=True`, inference calls may run them too where `unsaved_call()` holds:
+    eagerly, and inside the functions that Keras's `evaluate` and `predict` trace.
     """
     # A symbolic `training` tensor (possible in tf_keras) counts as not training.
     if not (isinstance(training, (bool, int)) and training):
-        return "the call is not a training call"
+        if not inference:
+            return "the call is not a training call"
+        if not unsaved_call():
+            return (
+                "the inference call is traced outside Keras's fit, evaluate and predict "
+                "functions, and its graph may be saved"
+            )
     if getattr(_disabled_depth, "value", 0) or _in_save_context():
         return "the graph is being exported"
     # With a GPU, TensorFlow's own ops keep the work on the GPU.

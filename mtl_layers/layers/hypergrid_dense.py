@@ -85,9 +85,10 @@ class HyperGridDense(keras.layers.Layer):
     sorted by task), this path measured 1.11-1.24x a Dense layer's forward pass and
     training step from 64 x 64 positions on, for blocks from 32x32 to 256x256.
 
-    In training calls (`training=True`, as `fit` passes it) on CPU, the layer runs a
-    compiled TensorFlow op instead (`compiled_kernel`, below), a matrix product that
-    applies the gate inside its tiles. Its forward pass forms each example's gated kernel
+    On CPU, the layer runs a compiled TensorFlow op instead (`compiled_kernel`, below), a
+    matrix product that applies the gate inside its tiles. It serves training calls
+    (`training=True`, as `fit` passes it) and inference calls that run eagerly or inside
+    the functions that Keras traces for `evaluate` and `predict`. Its forward pass forms each example's gated kernel
     32 columns at a time in a buffer that stays in the core's cache. Its gradient op
     gates the partial products of each column block in registers and scales the output
     gradient by the gate before the kernel-gradient product, so the block shape costs
@@ -95,10 +96,11 @@ class HyperGridDense(keras.layers.Layer):
     SequentialExpert's kernel (docs/hypergrid.md). It needs float32, features and units
     that are multiples of 32, and at least 16 positions per example. It runs for blocks
     of fewer than 256 rows and columns; larger blocks leave the block forms little extra
-    work, so they run those. Inference calls and every graph that a SavedModel keeps run
-    the block forms or the per-task kernels, so TF Serving needs nothing extra. Training
-    calls with task ids take the per-task kernels instead when `num_tasks` is set and the
-    batch has at least 4 examples per task or an unknown size.
+    work, so they run those. Every graph that a SavedModel keeps runs the block forms or
+    the per-task kernels, so TF Serving needs nothing extra. Inference calls in a
+    `tf.function` of your own run them too, because it may be saved. Calls with task ids take the
+    per-task kernels instead when `num_tasks` is set and the batch has at least 4
+    examples per task or an unknown size.
 
     NOTE: some shapes still cost more than 1.3x a Dense layer on CPU (process CPU time
     on 2 shared cores, `benchmarks/hypergrid_dense.py`, tables in docs/hypergrid.md).
@@ -135,12 +137,14 @@ class HyperGridDense(keras.layers.Layer):
             always run a block form.
         num_tasks: The number of distinct task ids that calls pass, or None (the default)
             if unknown. Only the `task_kernels="auto"` choice reads it.
-        compiled_kernel: Whether training calls may run the compiled gated product
+        compiled_kernel: Whether training calls, and inference calls in eager mode or in
+            Keras's `evaluate` and `predict`, may run the compiled gated product
             (default True). It runs where it can (TensorFlow backend, CPU, outside XLA,
             float32, features and units multiples of 32, 16 or more positions, blocks
             under 256 rows and columns) and the
             block forms or per-task kernels run elsewhere. Where the op cannot be built,
-            training calls log one warning and run the block forms. False always runs
+            the first call that could use it logs one warning, and calls run the block
+            forms. False always runs
             them. All choices compute the same function.
         **kwargs: Base layer keyword arguments such as `name` and `dtype`.
 
@@ -156,8 +160,9 @@ class HyperGridDense(keras.layers.Layer):
             InvalidArgumentError at run time. The block forms and the compiled product do
             not check this, so such a model can train and then fail in `predict`.
             Ignored in `"GG"` mode, where the gate is the same for every example.
-        training: Whether the call is a training call. Only training calls may run the
-            compiled gated product; the result is the same either way.
+        training: Whether the call is a training call. Inference calls run the compiled
+            gated product only eagerly or inside Keras's `evaluate` and `predict`; the
+            result is the same either way.
 
     Output shape:
         `(batch_size, ..., units)`.
@@ -430,7 +435,7 @@ class HyperGridDense(keras.layers.Layer):
         return batch_size is None or batch_size >= 4 * self.num_tasks
 
     def _runs_compiled_product(self, inputs, positions, training):
-        """Return whether this call runs the compiled gated product (training calls only)."""
+        """Return whether this call runs the compiled gated product."""
         if not self.compiled_kernel:
             return False
         # The block forms' extra work is about 1/max(block_rows, block_cols) of the product.

@@ -1,6 +1,7 @@
 """Tests for HyperGridDense's compiled gated product against a per-example reference.
 
-The op runs training calls on the TensorFlow backend. Where it cannot be built, these
+The op runs training calls, and inference calls in eager mode or in Keras's `evaluate`
+and `predict`, on the TensorFlow backend. Where it cannot be built, these
 tests skip with the reason, unless `MTL_LAYERS_REQUIRE_COMPILED_KERNELS=1` (as `.ci/run`
 sets) makes that a failure.
 """
@@ -104,8 +105,12 @@ def test_op_rejects_sizes_it_does_not_support(compiled_module):
         compiled_module.mtl_layers_hyper_grid_matmul(x, np.zeros((64, 32), "float32"), np.zeros((3, 2, 1), "float32"))
 
 
-def _layer_pair(mode, units=64, block_shape=(16, 32), features=64):
-    """Return (compiled, block form) layers with the same weights."""
+def _layer_pair(mode, calls, units=64, block_shape=(16, 32), features=64):
+    """Return (compiled, block form) layers with the same weights.
+
+    The eager calls that build them may run the op; `calls` (from `product_calls`) is
+    emptied afterwards, so that tests count only their own calls.
+    """
     compiled = mtl.HyperGridDense(units, block_shape=block_shape, mode=mode, activation="gelu")
     blocks = mtl.HyperGridDense(
         units, block_shape=block_shape, mode=mode, activation="gelu", compiled_kernel=False
@@ -117,6 +122,7 @@ def _layer_pair(mode, units=64, block_shape=(16, 32), features=64):
     weights = [rng.normal(size=w.shape).astype("float32") for w in compiled.get_weights()]
     compiled.set_weights(weights)
     blocks.set_weights(weights)
+    del calls[:]
     return compiled, blocks
 
 
@@ -142,7 +148,7 @@ def _training_call(layer, x, conditioning):
 
 @pytest.mark.parametrize("mode", ["LG", "GL", "LL"])
 def test_training_call_equals_block_form(product_calls, mode):
-    compiled, blocks = _layer_pair(mode)
+    compiled, blocks = _layer_pair(mode, product_calls)
     x, conditioning = _inputs()
     outputs, gradients = _training_call(compiled, x, conditioning)
     assert product_calls, "the training call did not run the compiled product"
@@ -166,7 +172,7 @@ def test_many_examples_per_task_take_task_kernels(product_calls):
 
 
 def test_task_ids_training_call_compiled(product_calls):
-    compiled, blocks = _layer_pair("LG")
+    compiled, blocks = _layer_pair("LG", product_calls)
     x, _ = _inputs()
     task_ids = np.array([0, 2, 0, 1], "int32")
     conditioning = np.random.default_rng(3).normal(size=(3, 6)).astype("float32")[task_ids]
@@ -198,16 +204,70 @@ def test_other_shapes_take_the_block_forms(product_calls, features, units, block
     assert not product_calls
 
 
-def test_inference_call_skips_the_op(product_calls):
-    compiled, blocks = _layer_pair("LG")
+def test_eager_inference_call_runs_the_op(product_calls):
+    compiled, blocks = _layer_pair("LG", product_calls)
     x, conditioning = _inputs()
     np.testing.assert_allclose(
         ops.convert_to_numpy(compiled(x, conditioning)),
-        ops.convert_to_numpy(blocks(x, conditioning, training=True)),
+        ops.convert_to_numpy(blocks(x, conditioning)),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+    assert product_calls, "an eager inference call did not run the compiled product"
+
+
+def _functional_model(layer):
+    tokens = keras.Input((20, 64))
+    conditioning = keras.Input((6,))
+    model = keras.Model([tokens, conditioning], layer(tokens, conditioning))
+    model.compile(optimizer="sgd", loss="mse")
+    return model
+
+
+def test_predict_and_evaluate_run_the_op(tmp_path, product_calls):
+    import tensorflow as tf
+
+    compiled, blocks = _layer_pair("LG", product_calls)
+    model = _functional_model(compiled)
+    x, conditioning = _inputs()
+    expected = ops.convert_to_numpy(blocks(x, conditioning))
+
+    np.testing.assert_allclose(
+        model.predict([x, conditioning], verbose=0), expected, rtol=1e-4, atol=1e-4
+    )
+    assert product_calls, "predict did not run the compiled product"
+    del product_calls[:]
+    model.evaluate([x, conditioning], expected, verbose=0)
+    assert product_calls, "evaluate did not run the compiled product"
+
+    # Keras keeps its step functions out of SavedModels, so the op never reaches one.
+    tf.saved_model.save(model, str(tmp_path / "saved"))
+    saved = (tmp_path / "saved" / "saved_model.pb").read_bytes()
+    assert b"MtlLayers" not in saved
+    for name in (b"one_step_on_data", b"predict_function", b"test_function"):
+        assert name not in saved
+
+
+def test_inference_in_a_users_function_skips_the_op(tmp_path, product_calls):
+    import tensorflow as tf
+
+    compiled, blocks = _layer_pair("LG", product_calls)
+    x, conditioning = _inputs()
+    serve = tf.function(lambda a, b: compiled(a, b))
+    np.testing.assert_allclose(
+        serve(x, conditioning).numpy(),
+        ops.convert_to_numpy(blocks(x, conditioning)),
         rtol=1e-5,
         atol=1e-5,
     )
     assert not product_calls
+
+    # A function traced before saving is what tf.saved_model.save keeps.
+    module = tf.Module()
+    module.layer = compiled
+    module.serve = serve
+    tf.saved_model.save(module, str(tmp_path / "saved"))
+    assert b"MtlLayers" not in (tmp_path / "saved" / "saved_model.pb").read_bytes()
 
 
 def test_compiled_kernel_argument_is_checked_and_saved():
@@ -245,8 +305,8 @@ def test_transformer_fit_and_export(tmp_path, product_calls):
 
 
 @pytest.mark.skipif(not IS_KERAS_2, reason="tf_keras saves SavedModels with traced calls")
-def test_keras_2_saved_model_without_op(tmp_path):
-    compiled, _ = _layer_pair("LG")
+def test_keras_2_saved_model_without_op(tmp_path, product_calls):
+    compiled, _ = _layer_pair("LG", product_calls)
     tokens = keras.Input((20, 64))
     conditioning = keras.Input((6,))
     model = keras.Model([tokens, conditioning], compiled(tokens, conditioning))
