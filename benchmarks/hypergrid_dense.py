@@ -1,9 +1,9 @@
 """Time HyperGridDense against a Dense layer of the same shape and a naive version.
 
 The naive version builds every example's gated kernel, W_b = W * expand(gate_b), and
-applies it with a batched matrix product. HyperGridDense never forms that kernel. In
-training calls on CPU it runs its compiled gated product, which applies the gate inside
-the tiles of the matrix product. Elsewhere it sums gated row-block products or
+applies it with a batched matrix product. HyperGridDense never forms that kernel. On
+CPU, in training calls and in the inference calls of Keras's `predict`, it runs its
+compiled gated product, which applies the gate inside the tiles of the matrix product. Elsewhere it sums gated row-block products or
 concatenates column-block products of gated inputs (the block forms, see its docstring),
 which the "block forms" variant (`compiled_kernel=False`) runs in every call. The "block
 matmuls" variant runs the same block matrix products as
@@ -17,9 +17,10 @@ by task first, as `mtl.models.hypergrid_transformer` does, so that the layer nee
 reorder its inputs and outputs. The table also names the computation that the default,
 `task_kernels="auto"`, chooses for the case.
 
-Each case times a forward pass of an inference call, the forward pass of a training call
-(`training=True`), and a training step (a training call, gradients of all weights and of
-the inputs, SGD update of the weights), each compiled with `tf.function`. The
+Each case times a forward pass of an inference call inside the function that Keras's
+`predict_on_batch` runs, the forward pass of a training call (`training=True`), and a
+training step (a training call, gradients of all weights and of the inputs, SGD update
+of the weights), the last two compiled with `tf.function`. The
 variants are interleaved in rounds so that machine load affects them alike. Each round
 records the process CPU time (`time.process_time`, all threads of this process) and the
 wall-clock time, and the table reports the fastest round of each. CPU time is the main
@@ -292,12 +293,15 @@ def main(argv):
             f"fastest of {rounds} rounds of {calls} calls. "
             "Times are process CPU time (all threads), and each ratio is followed by the "
             "wall-clock ratio in brackets. Target: HyperGridDense at most 1.3× Dense. "
-            "Phases: forward is an inference call; forward, training call is the forward "
+            "Phases: forward is an inference call inside the function that Keras's "
+            "`predict_on_batch` runs, for every variant, so both times include its overhead "
+            "(about 0.2 ms per call in a scratch measurement at 8 × 64 positions); forward, "
+            "training call is the forward "
             "pass alone of a call with `training=True`; the training step is a call with "
             "`training=True`, the gradients of the weights and inputs, and an SGD update. "
-            "Path: what HyperGridDense ran, the compiled gated product (training calls on "
-            "CPU, see docs/hypergrid.md) or the block form it chose (column blocks or row "
-            "blocks). Block forms: the layer with `compiled_kernel=False`. Block matmuls: "
+            "Path: what HyperGridDense ran, the compiled gated product (training calls and "
+            "Keras's `predict` and `evaluate` on CPU, see docs/hypergrid.md) or the block "
+            "form it chose (column blocks or row blocks). Block forms: the layer with `compiled_kernel=False`. Block matmuls: "
             "the matrix products of the block form without the gate and its "
             "multiplications, a lower bound on the cost of the form. The naive version forms "
             "one gated kernel per example. Task ids: the layer with `task_kernels=True`, "

@@ -9,12 +9,14 @@ custom op. The library is cached per TensorFlow version, source and compiler fla
 `$MTL_LAYERS_KERNEL_DIR` (default `~/.cache/mtl_layers/kernels`), so later processes only
 load it.
 
-The kernel is used for training calls only (`training=True`, as `fit` and
+The LSTM kernel is used for training calls only (`training=True`, as `fit` and
 `train_on_batch` pass it). Inference calls run TensorFlow's own `BlockLSTM`, and so do the
 graphs that a SavedModel keeps: TF Serving and other TensorFlow binaries do not have the
-compiled op. Where it cannot be built (no compiler, another platform) or
-`MTL_LAYERS_COMPILED_KERNELS=0` is set, training runs `BlockLSTM` as well, after one
-warning that names the reason.
+compiled op. (HyperGridDense's op also serves inference calls that no SavedModel can
+keep; see `_compiled_hypergrid`.) Where the library cannot be built (no compiler, another
+platform) or `MTL_LAYERS_COMPILED_KERNELS` is 0, false, no or off, training runs
+`BlockLSTM` as well, after one warning that names the reason. Other values than these and
+1, true, yes or on raise a ValueError at the first call that could use a kernel.
 """
 
 import contextlib
@@ -127,7 +129,10 @@ def _compiler() -> list:
     if os.environ.get("CXX"):
         command = shlex.split(os.environ["CXX"])
         if shutil.which(command[0]) is None:
-            raise RuntimeError(f"the compiler in CXX, {command[0]!r}, was not found")
+            raise RuntimeError(
+                f"the compiler in CXX, {command[0]!r}, was not found (set CXX to an "
+                "installed C++ compiler, or unset it to use g++)"
+            )
         return command
     compiler = shutil.which("g++") or shutil.which("c++")
     if compiler is None:
@@ -207,9 +212,9 @@ def _build(path: pathlib.Path) -> None:
     with scratch_folder as scratch:
         output = pathlib.Path(scratch) / path.name
         command = _build_command(output)
-        # A warning, because the first training call waits for it (20-60 s).
+        # A warning, because the first call that uses a kernel waits for it (20-60 s).
         logging.warning(
-            "Compiling the training kernels of SequentialExpert (the multi-expert LSTM "
+            "Compiling the CPU kernels of SequentialExpert (the multi-expert LSTM "
             "kernel) and HyperGridDense into %s; this happens once per TensorFlow version, "
             "kernel source, compiler and CPU flags.",
             path,
@@ -231,13 +236,33 @@ def _build(path: pathlib.Path) -> None:
         os.replace(output, path)
 
 
+_OFF_VALUES = ("0", "false", "no", "off")
+_ON_VALUES = ("", "1", "true", "yes", "on")
+
+
+def _kernels_switched_off() -> bool:
+    """Return whether `MTL_LAYERS_COMPILED_KERNELS` turns the kernels off; raise if unclear."""
+    value = os.environ.get(_DISABLE_VARIABLE, "1").strip().lower()
+    if value in _OFF_VALUES:
+        return True
+    if value in _ON_VALUES:
+        return False
+    raise ValueError(
+        f"`{_DISABLE_VARIABLE}` must be one of {', '.join(_ON_VALUES[1:])} (use the compiled "
+        f"kernels) or {', '.join(_OFF_VALUES)} (skip them). Received: "
+        f"{_DISABLE_VARIABLE}={os.environ[_DISABLE_VARIABLE]!r}. Set it to 0 or 1, or unset it."
+    )
+
+
 def _load():
     """Return the loaded op module, building it first when needed; None with a reason."""
     with _lock:
         if _state["tried"]:
             return _state["module"]
+        # Checked before anything is remembered, so that every call raises until it is fixed.
+        switched_off = _kernels_switched_off()
         _state["tried"] = True
-        if os.environ.get(_DISABLE_VARIABLE, "1").strip().lower() in ("0", "false", "no", "off"):
+        if switched_off:
             _state["reason"] = f"{_DISABLE_VARIABLE}={os.environ[_DISABLE_VARIABLE]} is set"
             return None
 

@@ -24,15 +24,21 @@ def check_same_batch(layer_name: str, values, values_name: str, task_ids):
                 f"shape={tuple(task_ids.shape)}."
             )
         return task_ids
+    return same_rows_at_run_time(values, task_ids, message)
+
+
+def same_rows_at_run_time(values, other, message: str):
+    """Return `other`, checked at run time to have as many rows as `values`.
+
+    For sizes unknown when the layer is traced; on other backends `other` is returned as is.
+    """
     if backend_name() != "tensorflow":
-        return task_ids
+        return other
     import tensorflow as tf
 
-    check = tf.debugging.assert_equal(
-        tf.shape(values)[0], tf.shape(task_ids)[0], message=message
-    )
+    check = tf.debugging.assert_equal(tf.shape(values)[0], tf.shape(other)[0], message=message)
     with tf.control_dependencies([check]):
-        return tf.identity(task_ids)
+        return tf.identity(other)
 
 
 def check_task_id_range(layer_name: str, task_ids, num_tasks: int):

@@ -9,6 +9,11 @@ from mtl_layers.layers._initializers import copy_initializer
 
 MODES = ("LG", "GL", "LL", "GG")
 
+_SAME_BATCH_MESSAGE = (
+    "`inputs` and `conditioning` must have the same batch size: one conditioning vector "
+    "per example."
+)
+
 
 def _seed_offset(name: str) -> int:
     """Return the seed offset of a row or column weight, so the two never start equal."""
@@ -315,8 +320,8 @@ class HyperGridDense(keras.layers.Layer):
         batch, conditioning_batch = inputs_shape[0], conditioning_shape[0]
         if batch is not None and conditioning_batch is not None and batch != conditioning_batch:
             raise ValueError(
-                "`inputs` and `conditioning` must have the same batch size. Received: "
-                f"inputs shape={inputs_shape}, conditioning shape={conditioning_shape}."
+                f"{_SAME_BATCH_MESSAGE} Received: inputs shape={inputs_shape}, "
+                f"conditioning shape={conditioning_shape}."
             )
 
     def compute_gate(self, conditioning=None):
@@ -369,6 +374,11 @@ class HyperGridDense(keras.layers.Layer):
                 # Every call, not only the first: the block forms would broadcast a
                 # conditioning batch of 1 silently, and the compiled product would reject it.
                 self._check_conditioning_shape(tuple(inputs.shape), tuple(conditioning.shape))
+            if inputs.shape[0] is None or conditioning.shape[0] is None:
+                # The same check when the graph runs, for a batch size unknown until then.
+                conditioning = _runtime_checks.same_rows_at_run_time(
+                    inputs, conditioning, _SAME_BATCH_MESSAGE
+                )
             outputs = self._call_local(inputs, conditioning, task_ids, training)
         if self.use_bias:
             outputs = outputs + self.bias

@@ -101,7 +101,8 @@ class HyperGridEncoderBlock(keras.layers.Layer):
             its `task_kernels` argument). Ignored with `conditioning_source="prefix"`.
 
     `num_tasks`, if given, is passed to the HyperGridDense layer, whose choice between
-    per-task kernels and block forms reads it.
+    per-task kernels and block forms reads it. So is `compiled_kernel`: False keeps the
+    layer off its compiled gated product (see `HyperGridDense`).
     """
 
     def __init__(
@@ -116,6 +117,7 @@ class HyperGridEncoderBlock(keras.layers.Layer):
         dropout=0.1,
         activation="gelu",
         num_tasks=None,
+        compiled_kernel=True,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -144,6 +146,7 @@ class HyperGridEncoderBlock(keras.layers.Layer):
         self.dropout = _validation.check_rate("dropout", dropout)
         self.activation = activation
         self.num_tasks = num_tasks
+        self.compiled_kernel = _validation.check_bool("compiled_kernel", compiled_kernel)
 
         self.attention_norm = keras.layers.LayerNormalization(epsilon=1e-6, name="attention_norm")
         self.attention = keras.layers.MultiHeadAttention(
@@ -155,7 +158,12 @@ class HyperGridEncoderBlock(keras.layers.Layer):
         self.feed_forward_in = keras.layers.Dense(d_ff, activation=activation, name="ff_in")
         if feed_forward == "hypergrid":
             self.feed_forward_out = HyperGridDense(
-                d_model, block_shape=block_shape, mode=mode, num_tasks=num_tasks, name="ff_out"
+                d_model,
+                block_shape=block_shape,
+                mode=mode,
+                num_tasks=num_tasks,
+                compiled_kernel=self.compiled_kernel,
+                name="ff_out",
             )
         else:
             self.feed_forward_out = keras.layers.Dense(d_model, name="ff_out")
@@ -225,6 +233,7 @@ class HyperGridEncoderBlock(keras.layers.Layer):
                 "dropout": self.dropout,
                 "activation": self.activation,
                 "num_tasks": self.num_tasks,
+                "compiled_kernel": self.compiled_kernel,
             }
         )
         return config
@@ -285,6 +294,7 @@ def hypergrid_transformer(
     conditioning_source: str = "task_embedding",
     dropout: float = 0.1,
     tower_dropout: float = 0.0,
+    compiled_kernel: bool = True,
     name: Optional[str] = "hypergrid_transformer",
 ):
     """Build an encoder transformer for many text tasks with one output per task.
@@ -323,6 +333,9 @@ def hypergrid_transformer(
             blocks) or `"prefix"` (each block's normalised task-token state).
         dropout: Dropout rate in the encoder blocks.
         tower_dropout: Dropout rate after each tower hidden layer.
+        compiled_kernel: Passed to every `HyperGridDense`: whether it may run its
+            compiled gated product on CPU (default True). False runs the block forms or
+            per-task kernels everywhere; the function is the same.
         name: Model name.
 
     Returns:
@@ -379,6 +392,7 @@ def hypergrid_transformer(
             conditioning_source=conditioning_source,
             dropout=dropout,
             num_tasks=len(tasks),
+            compiled_kernel=compiled_kernel,
             name=f"encoder_{depth}",
         )
         if conditioning is None:

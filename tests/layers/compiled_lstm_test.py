@@ -258,6 +258,22 @@ def test_disabled_by_environment_variable():
     assert "trains with BlockLSTM" in result.stdout
 
 
+def test_unclear_environment_variable_is_rejected():
+    script = (
+        "from mtl_layers.layers import _compiled_lstm\n"
+        "for _ in range(2):\n"
+        "    try:\n"
+        "        _compiled_lstm.unavailable_reason(training=True)\n"
+        "    except ValueError as error:\n"
+        "        print(error)\n"
+    )
+    result = _run_python(script, MTL_LAYERS_COMPILED_KERNELS="maybe")
+    lines = [line for line in result.stdout.splitlines() if "Received" in line]
+    assert len(lines) == 2, result.stdout + result.stderr
+    assert "MTL_LAYERS_COMPILED_KERNELS='maybe'" in lines[0]
+    assert "Set it to 0 or 1" in lines[0]
+
+
 def test_missing_compiler_falls_back_with_a_warning(tmp_path):
     script = (
         "import numpy as np, tensorflow as tf\n"
@@ -293,7 +309,7 @@ def test_library_is_built_once_per_cache(tmp_path, compiled_kernel):
         for _ in range(2)
     ]
     assert "compiled multi-expert kernel" in outputs[0].stdout
-    assert "Compiling the training kernels of SequentialExpert" in outputs[0].stderr
+    assert "Compiling the CPU kernels of SequentialExpert" in outputs[0].stderr
     assert "Compiling" not in outputs[1].stderr
     assert list((tmp_path / "kernels").glob("*.so"))
     assert "True" in outputs[1].stdout

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import mtl_layers as mtl
-from mtl_layers.compat import keras, ops
+from mtl_layers.compat import backend_name, keras, ops
 
 # Keras 3 raises from the InputSpec; tf_keras skips it for symbolic inputs, and the layer
 # raises its own message.
@@ -345,3 +345,25 @@ def test_conditioning_batch_checked_after_build():
     # A conditioning batch of 1 would broadcast in the block forms; every call rejects it.
     with pytest.raises(ValueError, match="same batch size"):
         layer(tokens, np.zeros((1, 5), "float32"))
+
+
+@pytest.mark.skipif(
+    backend_name() != "tensorflow", reason="run-time assertions exist on the TensorFlow backend"
+)
+@pytest.mark.parametrize("compiled_kernel", [True, False])
+def test_conditioning_batch_checked_at_run_time(compiled_kernel):
+    import tensorflow as tf
+
+    layer = mtl.HyperGridDense(32, block_shape=(16, 16), compiled_kernel=compiled_kernel)
+    tokens = np.zeros((2, 16, 32), "float32")
+    layer(tokens, np.zeros((2, 5), "float32"))
+    # Traced with an unknown batch, so only the run can tell; both paths give one message.
+    call = tf.function(
+        lambda x, c: layer(x, c, training=True),
+        input_signature=[
+            tf.TensorSpec((None, 16, 32), tf.float32),
+            tf.TensorSpec((None, 5), tf.float32),
+        ],
+    )
+    with pytest.raises(tf.errors.InvalidArgumentError, match="same batch size"):
+        call(tokens, np.zeros((1, 5), "float32"))

@@ -59,6 +59,18 @@ def test_feed_forward_outputs_are_hypergrid():
     assert all(grid.units == SIZES["d_model"] for grid in grids)
 
 
+def test_compiled_kernel_reaches_every_hypergrid_layer(tmp_path):
+    model = _build(compiled_kernel=False)
+    grids = _layers_of_type(model, mtl.HyperGridDense)
+    assert len(grids) == SIZES["num_layers"]
+    assert all(grid.compiled_kernel is False for grid in grids)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    reloaded = _layers_of_type(keras.models.load_model(path), mtl.HyperGridDense)
+    assert [grid.compiled_kernel for grid in reloaded] == [False] * SIZES["num_layers"]
+    assert all(grid.compiled_kernel for grid in _layers_of_type(_build(), mtl.HyperGridDense))
+
+
 def test_dense_variant_has_no_hypergrid():
     model = _build(feed_forward="dense")
     assert _layers_of_type(model, mtl.HyperGridDense) == []
@@ -191,6 +203,7 @@ def test_saved_model_export_takes_task_id(tmp_path):
         ({"conditioning_source": "cls"}, "conditioning_source"),
         ({"num_heads": 3}, "num_heads"),
         ({"num_layers": 0}, "num_layers"),
+        ({"compiled_kernel": "no"}, "`compiled_kernel` must be True or False"),
     ],
 )
 def test_invalid_arguments_rejected(overrides, message):
