@@ -107,12 +107,13 @@ class HyperGridDense(keras.layers.Layer):
     per-task kernels instead when `num_tasks` is set and the batch has at least 4
     examples per task or an unknown size.
 
-    NOTE: some shapes still cost more than 1.3x a Dense layer on CPU (process CPU time
-    on 2 shared cores, `benchmarks/hypergrid_dense.py`, tables in docs/hypergrid.md).
-    Training steps with the compiled op measured 1.18-1.27x at 64 x 64 positions, but
-    1.30-1.40x at 8 x 64 and 1.37-1.57x at 256 x 32. Inference calls with a different
-    conditioning vector for every example run the block forms: 1.38-2.54x for blocks
-    under 256 rows, 1.16-1.32x for blocks of 256 rows.
+    NOTE: training steps with the compiled op still cost more than 1.3x a Dense layer at
+    some shapes on CPU (process CPU time on 2 shared cores, `benchmarks/hypergrid_dense.py`,
+    tables in docs/hypergrid.md): 1.36-1.44x at 8 x 64 positions with blocks of 32 rows
+    and 1.37-1.57x at 256 x 32, in two runs. At 64 x 64 they measured 1.18-1.27x in one
+    run and 1.30-1.40x in a run on a busier machine. Inference calls in `predict` took
+    1.06-1.20x at 8 x 64 and 64 x 64, and 1.21-1.40x at 256 x 32. Inference calls in a
+    `tf.function` of your own run the block forms: up to 3x for 32x32 blocks.
 
     Args:
         units: Output size, an integer >= 1.
