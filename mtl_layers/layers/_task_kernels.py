@@ -69,6 +69,33 @@ def gated_outputs(layer, inputs, conditioning, task_ids):
     )
 
 
+def checked_conditioning(conditioning, task_ids):
+    """Return `conditioning`, checked to hold one vector per task where the call allows it.
+
+    The per-task kernels check this themselves. Other computations run this check so that
+    conditioning that differs within a task fails in every call with task ids, not only
+    in those that take the per-task kernels. It runs where they could run (TensorFlow,
+    outside XLA); elsewhere `conditioning` is returned unchecked.
+
+    Raises:
+        InvalidArgumentError: when two examples of one task have different conditioning
+            vectors, or NaN, at run time.
+    """
+    if call_reason() is not None:
+        return conditioning
+    import tensorflow as tf
+
+    tasks, group_of_example = tf.unique(task_ids, out_idx=tf.int32)
+    first_examples = tf.math.unsorted_segment_min(
+        tf.range(tf.shape(task_ids)[0]), group_of_example, tf.shape(tasks)[0]
+    )
+    groups = _check_one_vector_per_task(
+        tf, tf.gather(conditioning, first_examples), conditioning, group_of_example, task_ids
+    )
+    with tf.control_dependencies([groups]):
+        return tf.identity(conditioning)
+
+
 def _outputs_by_group(tf, layer, inputs, conditioning, task_ids, group_of_example, group_count):
     features, units = layer.kernel.shape
     block_rows, block_cols = layer.block_shape

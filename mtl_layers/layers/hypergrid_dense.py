@@ -161,10 +161,10 @@ class HyperGridDense(keras.layers.Layer):
             `mtl.TaskEmbedding`). Optional only in `"GG"` mode.
         task_ids: Optional `(batch_size,)` or `(batch_size, 1)` integer task ids. Pass them
             only when `conditioning` is a function of the task id alone, as the output of
-            `mtl.TaskEmbedding` is: the layer then may form one kernel per task. On that
-            path, a task whose examples have different conditioning vectors raises
-            InvalidArgumentError at run time. The block forms and the compiled product do
-            not check this, so such a model can train and then fail in `predict`.
+            `mtl.TaskEmbedding` is: the layer then may form one kernel per task. A task
+            whose examples have different conditioning vectors (or NaN) raises
+            InvalidArgumentError at run time, on the TensorFlow backend outside XLA; on
+            other backends and under XLA it is not checked.
             Ignored in `"GG"` mode, where the gate is the same for every example.
         training: Whether the call is a training call. Inference calls run the compiled
             gated product only eagerly or inside Keras's `evaluate` and `predict`; the
@@ -418,14 +418,21 @@ class HyperGridDense(keras.layers.Layer):
         )
         if runs_task_kernels and self._task_kernels_beat_compiled(batch):
             outputs = _task_kernels.gated_outputs(self, inputs, conditioning, task_ids)
-        elif self._runs_compiled_product(inputs, positions, training):
-            # y_b = x_b (W * expand(gate_b)), the gate applied inside the product's tiles.
-            gate = ops.cast(self.compute_gate(conditioning), "float32")
-            outputs = _compiled_hypergrid.run(inputs, self.kernel, gate)
-        elif runs_task_kernels:
-            outputs = _task_kernels.gated_outputs(self, inputs, conditioning, task_ids)
         else:
-            outputs = self._block_form(inputs, self.compute_gate(conditioning))
+            runs_compiled = self._runs_compiled_product(inputs, positions, training)
+            if task_ids is not None and batch != 0 and (runs_compiled or not runs_task_kernels):
+                # The per-task kernels reject conditioning that differs within a task. The
+                # other computations check it too, so that such a model fails as soon as
+                # it trains, not later in a call that takes the per-task kernels.
+                conditioning = _task_kernels.checked_conditioning(conditioning, task_ids)
+            if runs_compiled:
+                # y_b = x_b (W * expand(gate_b)), the gate applied inside the product's tiles.
+                gate = ops.cast(self.compute_gate(conditioning), "float32")
+                outputs = _compiled_hypergrid.run(inputs, self.kernel, gate)
+            elif runs_task_kernels:
+                outputs = _task_kernels.gated_outputs(self, inputs, conditioning, task_ids)
+            else:
+                outputs = self._block_form(inputs, self.compute_gate(conditioning))
         if input_rank == 2:
             return ops.reshape(outputs, (batch_size, self.units))
         return ops.reshape(outputs, tuple(input_shape[:-1]) + (self.units,))

@@ -162,6 +162,15 @@ def test_training_call_equals_block_form(product_calls, mode):
         np.testing.assert_allclose(gradient, expected, atol=1e-4 * np.abs(expected).max())
 
 
+def test_task_ids_with_two_vectors_per_task_rejected(product_calls):
+    import tensorflow as tf
+
+    compiled, _ = _layer_pair("LG", product_calls)
+    x, conditioning = _inputs()
+    with pytest.raises(tf.errors.InvalidArgumentError, match="more than one vector"):
+        compiled(x, conditioning, np.array([0, 1, 0, 1], "int32"), training=True)
+
+
 def test_many_examples_per_task_take_task_kernels(product_calls):
     layer = mtl.HyperGridDense(64, block_shape=(16, 32), num_tasks=2)
     x, _ = _inputs(batch=8)

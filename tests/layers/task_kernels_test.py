@@ -13,6 +13,11 @@ BLOCK_SHAPE = (4, 3)
 POSITIONS = 3
 TASK_IDS = np.array([0, 2, 1, 2, 0, 0, 1], dtype="int32")
 
+# An op that only the per-task kernels run (they count each task's examples), which tells
+# from a traced graph whether the layer took them. Other computations with task ids run
+# `Unique` too, to check one conditioning vector per task.
+PER_TASK_OP = "DenseBincount"
+
 ON_TENSORFLOW = backend_name() == "tensorflow"
 tensorflow_only = pytest.mark.skipif(
     not ON_TENSORFLOW, reason="per-task kernels use TensorFlow ops; other backends run the block forms"
@@ -166,6 +171,21 @@ def test_task_with_two_conditioning_vectors_raises():
         traced(_inputs(), conditioning, TASK_IDS)
 
 
+@tensorflow_only
+def test_block_forms_with_task_ids_check_one_vector_per_task():
+    import tensorflow as tf
+
+    embedding, _, by_block = _layers("LG")
+    # Conditioning from the task ids passes; a model can then train and predict alike.
+    by_block(_inputs(), embedding(TASK_IDS), TASK_IDS, training=True)
+    conditioning = np.random.default_rng(3).normal(size=(len(TASK_IDS), 5)).astype("float32")
+    with pytest.raises(tf.errors.InvalidArgumentError, match="Task id 2 has more than one vector"):
+        by_block(_inputs(), conditioning, TASK_IDS, training=True)
+    traced = tf.function(lambda x, c, ids: by_block(x, c, ids, training=True))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="differ between examples of one task"):
+        traced(_inputs(), conditioning, TASK_IDS)
+
+
 def test_bad_task_ids_rejected():
     embedding, by_task, _ = _layers("LG") if ON_TENSORFLOW else (None, None, None)
     layer = by_task or mtl.HyperGridDense(UNITS, block_shape=BLOCK_SHAPE)
@@ -240,9 +260,9 @@ def test_auto_choice_follows_block_cost():
     unknown_positions = _graph_op_types(
         tf, small_blocks, embedding, tf.TensorSpec((None, None, 128), tf.float32)
     )
-    assert "Unique" not in few_positions
-    assert "Unique" in many_positions
-    assert "Unique" in unknown_positions
+    assert PER_TASK_OP not in few_positions
+    assert PER_TASK_OP in many_positions
+    assert PER_TASK_OP in unknown_positions
 
 
 @tensorflow_only
@@ -258,9 +278,9 @@ def test_auto_choice_reads_num_tasks():
     unknown_batch = _graph_op_types(
         tf, layer, embedding, tf.TensorSpec((None, 8, 128), tf.float32)
     )
-    assert "Unique" in static_batch
-    assert "Unique" not in small_batch
-    assert "Unique" in unknown_batch
+    assert PER_TASK_OP in static_batch
+    assert PER_TASK_OP not in small_batch
+    assert PER_TASK_OP in unknown_batch
 
 
 def test_num_tasks_validated():
@@ -312,7 +332,7 @@ def test_transformer_uses_task_kernels():
     for function in traced.graph.as_graph_def().library.function:
         op_types.update(node.op for node in function.node_def)
     op_types.update(op.type for op in traced.graph.get_operations())
-    assert "Unique" in op_types
+    assert PER_TASK_OP in op_types
 
 
 @tensorflow_only
