@@ -90,22 +90,23 @@ class HyperGridDense(keras.layers.Layer):
     sorted by task), this path measured 1.11-1.24x a Dense layer's forward pass and
     training step from 64 x 64 positions on, for blocks from 32x32 to 256x256.
 
-    On CPU, the layer runs a compiled TensorFlow op instead (`compiled_kernel`, below), a
-    matrix product that applies the gate inside its tiles. It serves training calls
+    On CPU, the layer runs a compiled TensorFlow op instead (`compiled_kernel`, below),
+    a matrix product that applies the gate inside its tiles. It serves training calls
     (`training=True`, as `fit` passes it) and inference calls that run eagerly or inside
-    the functions that Keras traces for `evaluate` and `predict`. Its forward pass forms each example's gated kernel
-    32 columns at a time in a buffer that stays in the core's cache. Its gradient op
-    gates the partial products of each column block in registers and scales the output
-    gradient by the gate before the kernel-gradient product, so the block shape costs
-    little. The op is built from the package's C++ source on first use, like
-    SequentialExpert's kernel (docs/hypergrid.md). It needs float32, features and units
-    that are multiples of 32, and at least 16 positions per example. It runs for blocks
-    of fewer than 256 rows and columns; larger blocks leave the block forms little extra
-    work, so they run those. Every graph that a SavedModel keeps runs the block forms or
-    the per-task kernels, so TF Serving needs nothing extra. Inference calls in a
-    `tf.function` of your own run them too, because it may be saved. Calls with task ids take the
-    per-task kernels instead when `num_tasks` is set and the batch has at least 4
-    examples per task or an unknown size.
+    the functions that Keras traces for `evaluate` and `predict` (and their `*_on_batch`
+    forms). Its forward pass forms each example's gated kernel 32 columns at a time in a
+    buffer that stays in the core's cache. Its gradient op gates the partial products of
+    each column block in registers and scales the output gradient by the gate before the
+    kernel-gradient product, so the block shape costs little. The op is built from the
+    package's C++ source on first use, like SequentialExpert's kernel
+    (docs/hypergrid.md). It needs float32, features and units that are multiples of 32,
+    and at least 16 positions per example. It runs for blocks of fewer than 256 rows and
+    columns; larger blocks leave the block forms little extra work, so they run those.
+    Every graph that a SavedModel keeps runs the block forms or the per-task kernels, so
+    TF Serving needs nothing extra. Inference calls in a `tf.function` of your own run
+    them too, because it may be saved. Calls with task ids take the per-task kernels
+    instead when `num_tasks` is set and the batch has at least 4 examples per task or an
+    unknown size.
 
     NOTE: training steps with the compiled op still cost more than 1.3x a Dense layer at
     some shapes on CPU (process CPU time on 2 shared cores, `benchmarks/hypergrid_dense.py`,
@@ -144,7 +145,8 @@ class HyperGridDense(keras.layers.Layer):
         num_tasks: The number of distinct task ids that calls pass, or None (the default)
             if unknown. Only the `task_kernels="auto"` choice reads it.
         compiled_kernel: Whether training calls, and inference calls in eager mode or in
-            Keras's `evaluate` and `predict`, may run the compiled gated product
+            Keras's `evaluate` and `predict` (and `*_on_batch`), may run the compiled
+            gated product
             (default True). It runs where it can (TensorFlow backend, CPU, outside XLA,
             float32, features and units multiples of 32, 16 or more positions, blocks
             under 256 rows and columns) and the
@@ -167,8 +169,8 @@ class HyperGridDense(keras.layers.Layer):
             other backends and under XLA it is not checked.
             Ignored in `"GG"` mode, where the gate is the same for every example.
         training: Whether the call is a training call. Inference calls run the compiled
-            gated product only eagerly or inside Keras's `evaluate` and `predict`; the
-            result is the same either way.
+            gated product only eagerly or inside Keras's `evaluate` and `predict` (and
+            `*_on_batch`); the result is the same either way.
 
     Output shape:
         `(batch_size, ..., units)`.
