@@ -146,14 +146,12 @@ class HyperGridDense(keras.layers.Layer):
             if unknown. Only the `task_kernels="auto"` choice reads it.
         compiled_kernel: Whether training calls, and inference calls in eager mode or in
             Keras's `evaluate` and `predict` (and `*_on_batch`), may run the compiled
-            gated product
-            (default True). It runs where it can (TensorFlow backend, CPU, outside XLA,
-            float32, features and units multiples of 32, 16 or more positions, blocks
-            under 256 rows and columns) and the
-            block forms or per-task kernels run elsewhere. Where the op cannot be built,
-            the first call that could use it logs one warning, and calls run the block
-            forms. False always runs
-            them. All choices compute the same function.
+            gated product (default True). It runs where it can (TensorFlow backend, CPU,
+            outside XLA, float32, features and units multiples of 32, 16 or more
+            positions, blocks under 256 rows and columns) and the block forms or
+            per-task kernels run elsewhere. Where the op cannot be built, the first call
+            that could use it logs one warning, and calls run the block forms. False
+            always runs them. All choices compute the same function.
         **kwargs: Base layer keyword arguments such as `name` and `dtype`.
 
     Call arguments:
