@@ -64,7 +64,7 @@ def _in_save_context() -> bool:
 
 # The functions that Keras traces for `fit`, `evaluate` and `predict` (and their
 # `*_on_batch` forms). Keras keeps them out of SavedModels, so a graph traced inside one
-# is never served; tests/layers/compiled_hypergrid_test.py checks both facts.
+# is never served. tests/layers/compiled_hypergrid_test.py checks both facts.
 _KERAS_STEP_FUNCTIONS = frozenset(
     {
         # Keras 3 (keras/src/backend/tensorflow/trainer.py).
@@ -84,7 +84,7 @@ def _outermost_function_name() -> Optional[str]:
     """Return the name of the outermost `tf.function` being traced, or None in eager mode."""
     graph = tf.compat.v1.get_default_graph()
     name = None
-    # A FuncGraph has an `outer_graph`; the graph outside every function has none.
+    # A FuncGraph has an `outer_graph`, and the graph outside every function has none.
     while hasattr(graph, "outer_graph"):
         name = graph.name
         graph = graph.outer_graph

@@ -86,14 +86,24 @@ def checked_conditioning(conditioning, task_ids):
     import tensorflow as tf
 
     tasks, group_of_example = tf.unique(task_ids, out_idx=tf.int32)
-    first_examples = tf.math.unsorted_segment_min(
-        tf.range(tf.shape(task_ids)[0]), group_of_example, tf.shape(tasks)[0]
-    )
-    groups = _check_one_vector_per_task(
-        tf, tf.gather(conditioning, first_examples), conditioning, group_of_example, task_ids
-    )
+    groups = _vector_per_task(tf, conditioning, task_ids, group_of_example, tf.shape(tasks)[0])
     with tf.control_dependencies([groups]):
         return tf.identity(conditioning)
+
+
+def _vector_per_task(tf, conditioning, task_ids, group_of_example, group_count):
+    """Return each task's conditioning vector, `(groups, conditioning_dim)`, checked.
+
+    A task's vector is that of its first example. Its gradient is then the sum over the
+    task's examples, which is what a lookup such as TaskEmbedding passes on, as long as
+    the conditioning depends on the task id alone.
+    """
+    first_examples = tf.math.unsorted_segment_min(
+        tf.range(tf.shape(task_ids)[0]), group_of_example, group_count
+    )
+    return _check_one_vector_per_task(
+        tf, tf.gather(conditioning, first_examples), conditioning, group_of_example, task_ids
+    )
 
 
 def _outputs_by_group(tf, layer, inputs, conditioning, task_ids, group_of_example, group_count):
@@ -102,15 +112,7 @@ def _outputs_by_group(tf, layer, inputs, conditioning, task_ids, group_of_exampl
     shape = tf.shape(inputs)
     batch_size, positions = shape[0], shape[1]
 
-    # Each task's conditioning vector is that of its first example. Its gradient is then
-    # the sum over the task's examples, which is what a lookup such as TaskEmbedding passes
-    # on, as long as the conditioning depends on the task id alone.
-    first_examples = tf.math.unsorted_segment_min(
-        tf.range(batch_size), group_of_example, group_count
-    )
-    groups = _check_one_vector_per_task(
-        tf, tf.gather(conditioning, first_examples), conditioning, group_of_example, task_ids
-    )
+    groups = _vector_per_task(tf, conditioning, task_ids, group_of_example, group_count)
 
     # W_g = W * expand(gate_g): one (features, units) kernel per group, (groups, features, units).
     # The kernel is viewed as (grid_rows, block_rows, grid_cols, block_cols) blocks, so

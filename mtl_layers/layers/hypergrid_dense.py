@@ -163,7 +163,7 @@ class HyperGridDense(keras.layers.Layer):
             only when `conditioning` is a function of the task id alone, as the output of
             `mtl.TaskEmbedding` is: the layer then may form one kernel per task. A task
             whose examples have different conditioning vectors (or NaN) raises
-            InvalidArgumentError at run time, on the TensorFlow backend outside XLA; on
+            InvalidArgumentError at run time, on the TensorFlow backend outside XLA. On
             other backends and under XLA it is not checked.
             Ignored in `"GG"` mode, where the gate is the same for every example.
         training: Whether the call is a training call. Inference calls run the compiled

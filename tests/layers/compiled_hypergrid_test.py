@@ -271,7 +271,8 @@ def test_inference_in_a_users_function_skips_the_op(tmp_path, product_calls):
     )
     assert not product_calls
 
-    # A function traced before saving is what tf.saved_model.save keeps.
+    # Saving traces the function again under TensorFlow's save context. Either trace
+    # would leave the op out of the saved graph.
     module = tf.Module()
     module.layer = compiled
     module.serve = serve

@@ -13,9 +13,9 @@ BLOCK_SHAPE = (4, 3)
 POSITIONS = 3
 TASK_IDS = np.array([0, 2, 1, 2, 0, 0, 1], dtype="int32")
 
-# An op that only the per-task kernels run (they count each task's examples), which tells
-# from a traced graph whether the layer took them. Other computations with task ids run
-# `Unique` too, to check one conditioning vector per task.
+# Only the per-task kernels run this op (they count each task's examples), so a traced
+# graph that contains it took them. `Unique` does not show this: every computation with
+# task ids runs it to check one conditioning vector per task.
 PER_TASK_OP = "DenseBincount"
 
 ON_TENSORFLOW = backend_name() == "tensorflow"
@@ -172,7 +172,7 @@ def test_task_with_two_conditioning_vectors_raises():
 
 
 @tensorflow_only
-def test_block_forms_with_task_ids_check_one_vector_per_task():
+def test_block_forms_check_task_conditioning():
     import tensorflow as tf
 
     embedding, _, by_block = _layers("LG")
